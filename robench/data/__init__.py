@@ -1,0 +1,47 @@
+"""Datasets: decoded, resized images as uint8 tensors, and lesion-grouped splits.
+
+Contract used by the runner (implemented in the modules of this package):
+
+- ``load(name, *, data_dir, image_size, subset=None) -> ImageSet``
+  ``name`` is ``"ham10000"`` or ``"synthetic"``. Unknown names raise ``DataError``
+  listing the valid ones.
+- ``load_isic2018_test(test_dir, *, image_size) -> ImageSet``: the official held-out test set.
+- ``split(images, *, seed=0, val_fraction=0.15, test_fraction=0.15) -> Split``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# HAM10000's `dx` codes in alphabetical order: the label index of every dataset in robench.
+HAM10000_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Every image of one dataset at one size, decoded once and kept in memory."""
+
+    name: str
+    classes: tuple[str, ...]
+    images: torch.Tensor  # uint8, N x 3 x S x S, RGB
+    labels: torch.Tensor  # int64, N
+    ids: tuple[str, ...]  # image ids, e.g. "ISIC_0024306"
+    groups: tuple[str, ...]  # lesion ids: images of one lesion stay on one side of a split
+    description: str  # one line for the leaderboard header: source, subset, image size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into an ImageSet, grouped by lesion and stratified by class."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    seed: int
+    fingerprint: str  # short sha256 of the sorted test image ids: two runs compare only if equal
