@@ -1,0 +1,357 @@
+"""The leaderboard: one markdown page per run, read from its results.jsonl and config.json.
+
+Two steps, kept apart so that plots and sanity-check flags reuse the numbers without the
+formatting: ``summarise`` turns rows into a tidy frame of mean, std and seed count per
+(strategy, attack, eps, metric); ``render`` turns that frame and the config into markdown.
+
+The page always shows accuracy next to balanced accuracy, the majority-class baseline and
+chance, because accuracy alone hides a model that answers the majority class every time; and it
+shows both robustness protocols, each with its denominator, because they differ by a factor
+of clean accuracy and are easily confused (see FIELD_NOTES.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from robench.errors import RobenchError
+from robench.results import CONFIG_FILE, RESULTS_FILE, read_config, read_frame
+
+LEADERBOARD_FILE = "leaderboard.md"
+UNKNOWN = "unknown"
+MISSING_CELL = "—"
+CLEAN = "none"  # the attack label of clean metrics, as in the results file
+
+# Properties of a trained model: repeated in every row of one (strategy, seed), counted once.
+MODEL_METRICS = (
+    "n_test",
+    "clean_acc",
+    "clean_bacc",
+    "majority_acc",
+    "trainable_params",
+    "backbone_params",
+    "epochs",
+    "best_epoch",
+    "train_seconds",
+    "seconds_per_epoch",
+    "peak_mem_mb",
+)
+# Properties of one attacked cell (strategy, seed, attack, eps).
+CELL_METRICS = (
+    "robust_acc",
+    "robust_bacc",
+    "n_clean_correct",
+    "acc_on_correct",
+    "attack_success_rate",
+    "attack_seconds",
+)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a robust accuracy is counted; the page names it and its denominator every time."""
+
+    metric: str
+    title: str
+    denominator: str  # may contain {n_test}
+
+
+PROTOCOLS = {
+    "all": Protocol(
+        metric="robust_acc",
+        title="robust accuracy over all test images (RobustBench protocol)",
+        denominator="all {n_test} test images; an image the model got wrong before the attack "
+        "counts as a failure, so these columns never exceed clean acc",
+    ),
+    "correct": Protocol(
+        metric="acc_on_correct",
+        title="accuracy on the clean-correct subset (the seed study's protocol)",
+        denominator="only the test images each model classified correctly before the attack "
+        "(n_clean_correct, which differs per model and seed); multiply by clean acc "
+        "to compare with the other protocol",
+    ),
+}
+DEFAULT_PROTOCOL = "all"
+
+
+# ---------------------------------------------------------------- computation
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and seed count per (strategy, attack, eps, metric), failed rows left out.
+
+    Tidy, one statistic per row, so that a caller picks what it needs: the leaderboard one
+    protocol, a plot every eps of one attack, a flag the curve of each attack. Model metrics
+    (clean accuracy, costs) carry ``attack == "none"`` and a NaN eps. A cell written twice
+    (a resumed run) counts once, its last version.
+    """
+    ok = frame[frame["status"] != "failed"]
+    models = ok.groupby(["strategy", "seed"], sort=False, dropna=False)[list(MODEL_METRICS)].first()
+    models = models.reset_index().assign(attack=CLEAN, eps=math.nan)
+    cell_keys = ["strategy", "seed", "attack", "eps"]
+    cells = ok[ok["attack"] != CLEAN].drop_duplicates(cell_keys, keep="last")
+    parts = [
+        _stats(models, MODEL_METRICS),
+        _stats(cells[cell_keys + list(CELL_METRICS)], CELL_METRICS),
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _stats(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    long = table.melt(id_vars=["strategy", "seed", "attack", "eps"], value_vars=list(metrics), var_name="metric")
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    grouped = long.groupby(["strategy", "attack", "eps", "metric"], sort=False, dropna=False)["value"]
+    stats = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
+    return stats[stats["n"] > 0]
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def render(
+    run_dir: Path,
+    notes: Mapping[str, str] | None = None,
+    footnotes: Sequence[str] | None = None,
+) -> str:
+    """The markdown leaderboard of one run.
+
+    ``notes`` maps a strategy label to a short marker shown in a last "notes" column, and
+    ``footnotes`` are lines printed under the main table: the hooks a sanity-check module
+    uses to annotate a row (say "¹") and explain it, without this module knowing about flags.
+    """
+    run_dir = Path(run_dir)
+    frame = read_frame(run_dir)
+    if frame.empty:
+        raise RobenchError(f"no results in {run_dir / RESULTS_FILE}: run `robench run --out {run_dir}` first")
+    config = _config(run_dir)
+    protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
+    if protocol_name not in PROTOCOLS:
+        raise RobenchError(
+            f"unknown protocol {protocol_name!r} in {run_dir / CONFIG_FILE}: expected one of {', '.join(PROTOCOLS)}"
+        )
+    other_name = next(name for name in PROTOCOLS if name != protocol_name)
+    board = _Board(summarise(frame), frame, config)
+
+    main = board.main_table(PROTOCOLS[protocol_name])
+    if notes:
+        main["notes"] = [notes.get(strategy, "") for strategy in board.strategies]
+    sections = [
+        f"# robench leaderboard: {run_name(config, run_dir)}",
+        _header(config),
+        f"## {_sentence(PROTOCOLS[protocol_name].title)}",
+        _markdown(main),
+        board.legend(PROTOCOLS[protocol_name]),
+        *(footnotes or ()),
+        board.baselines(),
+        f"## Other protocol: {PROTOCOLS[other_name].title}",
+        _markdown(board.robust_table(PROTOCOLS[other_name])),
+        board.denominator(PROTOCOLS[other_name]),
+        _failed_section(frame),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def write(
+    run_dir: Path,
+    leaderboard_dir: Path,
+    name: str | None = None,
+    notes: Mapping[str, str] | None = None,
+    footnotes: Sequence[str] | None = None,
+) -> Path:
+    """Write the page to ``<leaderboard_dir>/<name>.md`` and, beside the results, to the run dir.
+
+    The copy in the run dir travels with the raw results; the one in ``leaderboard_dir`` sits
+    next to other runs' pages. Returns the path of the latter.
+    """
+    run_dir = Path(run_dir)
+    text = render(run_dir, notes=notes, footnotes=footnotes)
+    path = Path(leaderboard_dir) / f"{name or run_name(_config(run_dir), run_dir)}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    (run_dir / LEADERBOARD_FILE).write_text(text)
+    return path
+
+
+def run_name(config: Mapping, run_dir: Path) -> str:
+    """The config's name, else the run dir's: old runs may not have written one."""
+    return config.get("name") or Path(run_dir).name
+
+
+def _config(run_dir: Path) -> dict:
+    """The run's config, or an empty one for a run too old to have written it."""
+    return read_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
+
+
+class _Board:
+    """The summary of one run, looked up by cell and formatted as table cells."""
+
+    def __init__(self, summary: pd.DataFrame, frame: pd.DataFrame, config: Mapping):
+        self.stats = {
+            (row.strategy, row.attack, None if pd.isna(row.eps) else row.eps, row.metric): row
+            for row in summary.itertuples(index=False)
+        }
+        self.strategies = _ordered(frame["strategy"].dropna(), config.get("strategies") or ())
+        self.columns = _attack_columns(frame, config.get("attacks") or ())
+        seeds = config.get("seeds")
+        self.expected_n = len(seeds) if seeds else int(summary["n"].max()) if len(summary) else 1
+        self.config = config
+
+    def cell(self, strategy: str, metric: str, attack: str = CLEAN, eps=None, scale=100.0, digits=2) -> str:
+        """``mean ± std`` over seeds, the std left out for one seed, ``(n=k)`` when seeds are missing."""
+        stat = self.stats.get((strategy, attack, eps, metric))
+        if stat is None:
+            return MISSING_CELL
+        text = f"{stat.mean * scale:.{digits}f}"
+        if stat.n > 1:
+            text += f" ± {stat.std * scale:.{digits}f}"
+        if stat.n < self.expected_n:
+            text += f" (n={stat.n})"
+        return text
+
+    def robust_table(self, protocol: Protocol) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "strategy": self.strategies,
+                **{
+                    f"{attack}@{eps:g}": [self.cell(s, protocol.metric, attack, eps) for s in self.strategies]
+                    for attack, eps in self.columns
+                },
+            }
+        )
+
+    def main_table(self, protocol: Protocol) -> pd.DataFrame:
+        table = self.robust_table(protocol)
+        table.insert(1, "clean acc", [self.cell(s, "clean_acc") for s in self.strategies])
+        table.insert(2, "balanced acc", [self.cell(s, "clean_bacc") for s in self.strategies])
+        table["trainable params"] = [self._params(s) for s in self.strategies]
+        table["s/epoch"] = [self.cell(s, "seconds_per_epoch", scale=1, digits=1) for s in self.strategies]
+        table["train s"] = [self.cell(s, "train_seconds", scale=1, digits=0) for s in self.strategies]
+        return table
+
+    def _params(self, strategy: str) -> str:
+        """Count and share of the backbone: the cost axis of parameter-efficient fine-tuning."""
+        trainable = self.stats.get((strategy, CLEAN, None, "trainable_params"))
+        if trainable is None:
+            return MISSING_CELL
+        backbone = self.stats.get((strategy, CLEAN, None, "backbone_params"))
+        text = human_count(trainable.mean)
+        if backbone is not None and backbone.mean > 0:
+            text += f" ({100 * trainable.mean / backbone.mean:.3g}%)"
+        return text
+
+    def _n_test(self) -> str:
+        """The test set size the rows were evaluated on, else the one the split promised."""
+        values = [stat.mean for key, stat in self.stats.items() if key[3] == "n_test"]
+        return str(int(values[0]) if values else self.config.get("split", {}).get("n_test", UNKNOWN))
+
+    def denominator(self, protocol: Protocol) -> str:
+        return f"Denominator: {protocol.denominator.format(n_test=self._n_test())}."
+
+    def legend(self, protocol: Protocol) -> str:
+        return (
+            f"Accuracies in %, mean ± sample std over the run's {self.expected_n} seed(s); "
+            f"`(n=k)` marks a cell with only k of them. Attack columns (`attack@eps`, eps in [0, 1] "
+            f"pixel units): {protocol.title}. {self.denominator(protocol)}"
+        )
+
+    def baselines(self) -> str:
+        """Majority class and chance, the numbers a collapsed model sits on."""
+        majority = {stat.mean for key, stat in self.stats.items() if key[3] == "majority_acc"}
+        if not majority:
+            majority_text = UNKNOWN
+        elif len(majority) == 1:
+            majority_text = f"{100 * majority.pop():.2f}% accuracy"
+        else:
+            majority_text = f"{100 * min(majority):.2f}% to {100 * max(majority):.2f}% accuracy"
+        classes = self.config.get("dataset", {}).get("classes")
+        chance = f"1/{len(classes)} = {100 / len(classes):.2f}%" if classes else UNKNOWN
+        return (
+            "Baselines (a model near both has collapsed to one class):\n"
+            f"- majority class (always answering the training split's most frequent class): {majority_text}\n"
+            f"- chance balanced accuracy (also the majority class's): {chance}"
+        )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _ordered(values: pd.Series, preferred: Sequence) -> list:
+    """``preferred`` first (those present), then the rest in order of first appearance."""
+    present = list(dict.fromkeys(values))
+    return [v for v in preferred if v in present] + [v for v in present if v not in preferred]
+
+
+def _attack_columns(frame: pd.DataFrame, attack_order: Sequence[str]) -> list[tuple[str, float]]:
+    """(attack, eps) pairs of every attacked row, failed ones too so that their column shows."""
+    attacked = frame[(frame["attack"] != CLEAN) & frame["attack"].notna() & frame["eps"].notna()]
+    attacks = _ordered(attacked["attack"], attack_order)
+    return [
+        (attack, float(eps))
+        for attack in attacks
+        for eps in sorted(attacked.loc[attacked["attack"] == attack, "eps"].unique())
+    ]
+
+
+def human_count(value: float) -> str:
+    """5524999 -> 5.5M, 1792 -> 1.8k: a parameter count as people say it."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f}{suffix}"
+    return f"{value:.0f}"
+
+
+def _header(config: Mapping) -> str:
+    """What a reader needs to trust or reproduce the numbers, as a markdown list."""
+
+    def get(*keys):
+        value = config
+        for key in keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        return UNKNOWN if value is None else value
+
+    def join(values):
+        return UNKNOWN if values == UNKNOWN else ", ".join(str(v) for v in values)
+
+    sha = get("backbone", "weights_sha256")
+    versions = {"robench": config.get("robench_version"), **(config.get("versions") or {})}
+    version_text = ", ".join(
+        f"{package} {versions.get(package) or UNKNOWN}"
+        for package in ("robench", "torch", "timm", "torchattacks", "peft", "python")
+    )
+    params = get("backbone", "params")
+    lines = [
+        f"- **dataset**: {get('dataset', 'name')}: {get('dataset', 'description')}",
+        f"- **split**: seed {get('split', 'seed')}, fingerprint `{get('split', 'fingerprint')}`, "
+        f"{get('split', 'n_train')} train / {get('split', 'n_val')} val / {get('split', 'n_test')} test; "
+        f"test set: {get('split', 'test_set')}",
+        f"- **backbone**: {get('backbone', 'name')} "
+        f"({params if params == UNKNOWN else human_count(params)} params), "
+        f"weights `{get('backbone', 'weights')}` (sha256 {sha if sha == UNKNOWN else sha[:12]}), "
+        f"image size {get('backbone', 'image_size')}",
+        f"- **seeds**: {join(get('seeds'))}",
+        f"- **versions**: {version_text}",
+        f"- **device**: {get('device')}",
+        f"- **created**: {get('created')}",
+        f"- **protocol**: {config.get('protocol') or DEFAULT_PROTOCOL}",
+    ]
+    return "\n".join(lines) + f"\n\nCommand:\n\n```\n{get('command')}\n```"
+
+
+def _failed_section(frame: pd.DataFrame) -> str:
+    """Failed cells are shown, not averaged: a missing number must not look like a result."""
+    failed = frame[frame["status"] == "failed"]
+    if failed.empty:
+        return "## Failed cells\n\nNone."
+    table = failed[["strategy", "seed", "attack", "eps", "error"]].astype(object).fillna("")
+    return "## Failed cells\n\n" + _markdown(table)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    # Cells are already formatted; number parsing would turn "70.00" into "70".
+    return table.to_markdown(index=False, disable_numparse=True)
