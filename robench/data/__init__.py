@@ -12,6 +12,7 @@ Contract used by the runner (implemented in the modules of this package):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,3 +46,25 @@ class Split:
     test: np.ndarray
     seed: int
     fingerprint: str  # short sha256 of the sorted test image ids: two runs compare only if equal
+
+
+# The loaders import the dataclasses above, so they are imported after them.
+from robench.data.ham10000 import load_ham10000  # noqa: E402
+from robench.data.isic2018 import load_isic2018_test  # noqa: E402
+from robench.data.split import split  # noqa: E402
+from robench.data.synthetic import load_synthetic  # noqa: E402
+from robench.errors import DataError  # noqa: E402
+
+DATASETS = ("ham10000", "synthetic")
+
+
+def load(name: str, *, data_dir: Path | str | None = None, image_size: int, subset: int | None = None) -> ImageSet:
+    """The dataset `name` at S x S; `subset` asks for about that many images (lesions kept whole)."""
+    if name == "ham10000":
+        return load_ham10000(data_dir, image_size=image_size, subset=subset)
+    if name == "synthetic":
+        return load_synthetic(image_size=image_size, size=subset)
+    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+
+__all__ = ["DATASETS", "HAM10000_CLASSES", "ImageSet", "Split", "load", "load_isic2018_test", "split"]
