@@ -1,0 +1,1 @@
+"""Built-in fine-tuning strategies, one module each."""

@@ -1,0 +1,32 @@
+"""Linear probe: the pretrained backbone is frozen and only the classification head trains.
+
+Because nothing before the head changes and the recipe does no augmentation, robench computes
+the backbone's features once per split and trains the head on them (see robench.train), so
+ten epochs cost one backbone pass. Defaults: AdamW, lr 1e-3, 30 epochs on cached features.
+"""
+
+from torch import nn
+
+import robench
+from robench.strategy import Recipe, Strategy
+
+
+class LinearProbe(Strategy):
+    """Linear probe: frozen backbone, only the classification head trains."""
+
+    name = "linear_probe"
+    recipe = Recipe(optimizer="adamw", lr=1e-3, weight_decay=1e-4, epochs=30, warmup_epochs=0, batch_size=64, augment=False)
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        model.requires_grad_(False)
+        model.get_classifier().requires_grad_(True)
+        return model
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.eval()
+        model.get_classifier().train()
+
+
+@robench.hookimpl
+def register_strategies(register):
+    register(LinearProbe)

@@ -1,0 +1,217 @@
+"""The `robench` command: list plugins, run a benchmark, (re)write a leaderboard, get data.
+
+Every error a user can fix is printed as one line, ``robench: error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from robench.errors import RobenchError
+
+SYNTHETIC_BACKBONE, SYNTHETIC_IMAGE_SIZE = "robench_vit_micro", 32
+DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE = "vit_base_patch16_224", 224
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args, argv)
+    except RobenchError as exc:
+        print(f"robench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robench: interrupted; finished cells are kept in the results file", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"robench {_robench_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", aliases=["plugins"], help="list strategies and attacks and where they come from")
+    listing.add_argument("--kind", choices=["strategy", "attack"], help="only this kind")
+    listing.set_defaults(handler=cmd_list)
+
+    run = commands.add_parser("run", help="train, attack and write results and a leaderboard")
+    run.add_argument("--dataset", default="ham10000", help="ham10000 (default) or synthetic (offline, no files needed)")
+    run.add_argument("--data-dir", type=Path, help="HAM10000 folder (default: $ROBENCH_DATA_DIR or the download cache)")
+    run.add_argument("--subset", type=int, help="use a class-stratified subset of about N images (whole lesions)")
+    run.add_argument("--split-seed", type=int, default=0, help="seed of the lesion-grouped train/val/test split")
+    run.add_argument("--test-set", choices=["split", "isic2018"], default="split",
+                     help="evaluate on the split's held-out lesions (default) or the official ISIC 2018 Task 3 test set")
+    run.add_argument("--test-dir", type=Path, help="ISIC 2018 Task 3 test folder, with --test-set isic2018")
+    run.add_argument("--backbone", help=f"any timm ViT (default {DEFAULT_BACKBONE}; {SYNTHETIC_BACKBONE} with --dataset synthetic)")
+    run.add_argument("--weights", type=Path, help="local timm weights file (.safetensors/.pth); default: timm's hub download")
+    run.add_argument("--image-size", type=int, help=f"input size (default {DEFAULT_IMAGE_SIZE}; {SYNTHETIC_IMAGE_SIZE} for synthetic)")
+    run.add_argument("--strategies", default="full", help="comma-separated, with options: full,vpt_deep:prompts=5:lr=0.5")
+    run.add_argument("--attacks", default="fgsm", help="comma-separated, with options: fgsm,pgd:steps=20")
+    run.add_argument("--eps", default="0.01,0.02", help="comma-separated eps in [0, 1] pixel units, or k/255")
+    run.add_argument("--seeds", default="0", help="comma-separated integer seeds, e.g. 0,1,2")
+    run.add_argument("--epochs", type=int, help="override every strategy's epochs")
+    run.add_argument("--batch-size", type=int, help="override every strategy's training batch size")
+    run.add_argument("--lr", type=float, help="override every strategy's learning rate")
+    run.add_argument("--attack-batch-size", type=int, default=64, help="batch size of attacks (default 64)")
+    run.add_argument("--protocol", choices=["all", "correct"], default="all",
+                     help="headline robust accuracy: over all test images (default) or the clean-correct subset")
+    run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    run.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+    run.add_argument("--name", help="leaderboard name (default <dataset>-<backbone>-<time>)")
+    run.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"), help="where the markdown goes")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
+    run.set_defaults(handler=cmd_run)
+
+    board = commands.add_parser("leaderboard", help="(re)write the markdown leaderboard of a run directory")
+    board.add_argument("run_dir", type=Path)
+    board.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
+    board.add_argument("--name", help="file name (default: the run's name)")
+    board.set_defaults(handler=cmd_leaderboard)
+
+    data_cmd = commands.add_parser("data", help="get datasets").add_subparsers(dest="data_command", required=True)
+    download = data_cmd.add_parser("download", help="download a dataset release, checksum-verified and resumable")
+    download.add_argument("dataset", choices=["ham10000"])
+    download.add_argument("--to", type=Path, help="target folder (default: $ROBENCH_DATA_DIR or the per-user cache)")
+    download.set_defaults(handler=cmd_download)
+    return parser
+
+
+def cmd_list(args, argv) -> int:
+    from robench.registry import load_registry
+
+    registry = load_registry()
+    for kind in [args.kind] if args.kind else ["strategy", "attack"]:
+        print({"strategy": "Strategies", "attack": "Attacks"}[kind])
+        for plugin in registry.all(kind):
+            options = ", ".join(_describe_option(name, param) for name, param in plugin.options().items())
+            print(f"  {plugin.name:<16} {plugin.description}")
+            print(f"  {'':<16} from {plugin.package}; options: {options or 'none'}")
+            if kind == "strategy":
+                print(f"  {'':<16} recipe: {_describe_recipe(plugin.factory.recipe)}")
+    for failure in registry.failures:
+        print(f"plugin {failure.entry_point!r} from package {failure.package!r} failed to load: {failure.error}")
+    return 0
+
+
+def cmd_run(args, argv) -> int:
+    from robench.backbone import BackboneSpec
+    from robench.options import parse_specs
+    from robench.progress import say, set_quiet
+    from robench.runner import RunConfig, run
+
+    set_quiet(args.quiet)
+    synthetic = args.dataset == "synthetic"
+    backbone = args.backbone or (SYNTHETIC_BACKBONE if synthetic else DEFAULT_BACKBONE)
+    image_size = args.image_size or (SYNTHETIC_IMAGE_SIZE if synthetic and backbone == SYNTHETIC_BACKBONE else DEFAULT_IMAGE_SIZE)
+    if args.test_set == "isic2018" and args.test_dir is None:
+        raise RobenchError("--test-set isic2018 needs --test-dir, the folder with ISIC2018_Task3_Test_GroundTruth.csv and images/")
+    _positive(args, "subset", "epochs", "batch_size", "attack_batch_size", "image_size")
+    name = args.name or f"{args.dataset}-{backbone}-{datetime.now():%Y%m%d-%H%M%S}"
+    config = RunConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        subset=args.subset,
+        split_seed=args.split_seed,
+        test_set=args.test_set,
+        test_dir=args.test_dir,
+        backbone=BackboneSpec(backbone, image_size, args.weights, pretrained=not synthetic),
+        strategies=parse_specs(args.strategies, "strategy"),
+        attacks=parse_specs(args.attacks, "attack") if args.attacks.strip() else [],
+        eps=parse_eps(args.eps),
+        seeds=parse_seeds(args.seeds),
+        recipe_overrides={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
+        attack_batch_size=args.attack_batch_size,
+        device=args.device,
+        protocol=args.protocol,
+        out=args.out or Path("runs") / name,
+        leaderboard_dir=args.leaderboard_dir,
+        name=name,
+        command=shlex.join(["robench", *argv]),
+    )
+    path, failed = run(config)
+    for row in failed:
+        say(f"failed: {row['strategy']} seed {row['seed']} {row['attack']}@{row['eps']}: {row['error']}")
+    print(f"results: {config.out / 'results.jsonl'}\nleaderboard: {path}")
+    if failed:
+        print(f"robench: {len(failed)} cells failed (listed above and in the leaderboard)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_leaderboard(args, argv) -> int:
+    from robench import leaderboard
+
+    if not args.run_dir.is_dir():
+        raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
+    print(leaderboard.write(args.run_dir, args.leaderboard_dir, args.name))
+    return 0
+
+
+def cmd_download(args, argv) -> int:
+    from robench.data.download import download_ham10000
+    from robench.data.ham10000 import default_data_dir
+
+    target = args.to or default_data_dir()
+    print(f"HAM10000 is in {download_ham10000(target)}; use --data-dir {target} or set ROBENCH_DATA_DIR")
+    return 0
+
+
+def parse_eps(text: str) -> list[float]:
+    """``"0.01,2/255"`` -> ``[0.01, 0.00784...]``, each checked to lie in [0, 1]."""
+    from robench.options import coerce
+
+    values = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            value = coerce(part, float, "--eps")
+        except RobenchError:
+            raise RobenchError(f"--eps: {part!r} is not a number: write eps in [0, 1] like 0.01 or 2/255") from None
+        if not 0 <= value <= 1:
+            raise RobenchError(f"--eps: {part} is outside [0, 1]: eps is in pixel units of [0, 1] images, e.g. 0.01 or 2/255")
+        values.append(value)
+    if not values:
+        raise RobenchError("--eps is empty: give at least one value, e.g. --eps 0.01,0.02")
+    return values
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise RobenchError(f"--seeds {text!r}: seeds must be whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RobenchError(f"--seeds {text!r}: give at least one seed, each once, e.g. 0,1,2")
+    return seeds
+
+
+def _positive(args, *names) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise RobenchError(f"--{name.replace('_', '-')} must be a positive whole number, got {value}")
+
+
+def _describe_option(name, param) -> str:
+    return name if param.default is param.empty else f"{name}={param.default}"
+
+
+def _describe_recipe(recipe) -> str:
+    from dataclasses import asdict
+
+    return " ".join(f"{key}={value}" for key, value in asdict(recipe).items())
+
+
+def _robench_version() -> str:
+    from robench import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Clean and adversarial evaluation of a trained model, under both published protocols.
+
+Only test images the model classifies correctly are attacked: an image that is already wrong
+counts as a failure in the all-images protocol (RobustBench) and is outside the clean-correct
+protocol (the seed study), so attacking it would change neither number.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from robench.attack import Attack
+from robench.metrics import accuracy, balanced_accuracy
+from robench.progress import progress
+from robench.train import to_pixels
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """Predicted classes for uint8 (or [0, 1] float) images, in eval mode."""
+    model.eval()
+    preds = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device)
+        batch = to_pixels(batch) if batch.dtype == torch.uint8 else batch
+        preds.append(model(batch).argmax(1).cpu())
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def clean_metrics(labels: torch.Tensor, preds: torch.Tensor) -> dict:
+    hits = preds == labels
+    return {"n_test": len(labels), "clean_acc": accuracy(hits), "clean_bacc": balanced_accuracy(labels, hits)}
+
+
+def attack_sweep(
+    model: nn.Module,
+    attack: Attack,
+    eps_values: list[float],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    clean_preds: torch.Tensor,
+    batch_size: int,
+    device,
+    label: str = "",
+) -> dict[float, dict]:
+    """Attack the clean-correct test images at every eps; return the metrics of each eps."""
+    model.eval()
+    correct = (clean_preds == labels).nonzero().flatten()
+    survived = {eps: torch.zeros(len(labels), dtype=torch.bool) for eps in eps_values}
+    started = time.perf_counter()
+    for chunk in progress(correct.split(batch_size), desc=f"attack {label}", unit="batch"):
+        x = to_pixels(images[chunk].to(device))
+        y = labels[chunk].to(device)
+        for eps, adv in attack.sweep(model, x, y, eps_values):
+            _check_perturbation(adv, x, eps, attack)
+            with torch.no_grad():
+                survived[eps][chunk] = (model(adv).argmax(1) == y).cpu()
+    seconds = time.perf_counter() - started
+    results = {}
+    for eps in eps_values:
+        n_correct = len(correct)
+        on_correct = float(survived[eps].sum()) / n_correct if n_correct else float("nan")
+        results[eps] = {
+            "robust_acc": accuracy(survived[eps]),
+            "robust_bacc": balanced_accuracy(labels, survived[eps]),
+            "n_clean_correct": n_correct,
+            "acc_on_correct": on_correct,
+            "attack_success_rate": 1 - on_correct,
+            "attack_seconds": seconds,
+        }
+    return results
+
+
+def _check_perturbation(adv: torch.Tensor, clean: torch.Tensor, eps: float, attack: Attack) -> None:
+    """Refuse numbers from an attack that breaks the threat model it declares."""
+    if adv.shape != clean.shape:
+        raise ValueError(f"attack {attack.name} returned shape {tuple(adv.shape)} for input {tuple(clean.shape)}")
+    if adv.min() < 0 or adv.max() > 1:
+        raise ValueError(f"attack {attack.name} left the [0, 1] pixel range")
+    if attack.norm == "Linf" and (adv - clean).abs().max() > eps + 1e-6:
+        raise ValueError(f"attack {attack.name} exceeded eps={eps} in L-inf")

@@ -1,0 +1,73 @@
+"""What a fine-tuning strategy is: which parameters of a pretrained ViT train, and the recipe.
+
+A strategy plugin subclasses :class:`Strategy`, takes its options as keyword arguments of
+``__init__`` and registers the class through the ``register_strategies`` hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train. Each strategy declares its defaults; users override any field per
+    strategy (``full:lr=1e-4``) or globally (``--lr 1e-4``)."""
+
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd only
+    epochs: int = 10
+    warmup_epochs: int = 1
+    schedule: str = "cosine"  # cosine | constant, after the linear warm-up
+    batch_size: int = 64
+    augment: bool = True  # random flips and 90-degree rotations: lesions have no orientation
+    class_weighting: str = "balanced"  # balanced | none: cross-entropy weights, against collapse to `nv`
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be adamw or sgd, not {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be cosine or constant, not {self.schedule!r}")
+        if self.class_weighting not in ("balanced", "none"):
+            raise ValueError(f"class_weighting must be balanced or none, not {self.class_weighting!r}")
+        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
+            raise ValueError("lr must be > 0, epochs and batch_size >= 1, warmup_epochs >= 0")
+
+    def override(self, **changes) -> Recipe:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+RECIPE_FIELDS = {f.name: typing.get_type_hints(Recipe)[f.name] for f in dataclasses.fields(Recipe)}
+
+
+class Strategy:
+    """A way to fine-tune a pretrained ViT. Subclasses set ``name``, ``recipe`` and ``adapt``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    recipe: ClassVar[Recipe] = Recipe()
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        """Turn a timm ViT (with a fresh classification head) into the model to train.
+
+        Set ``requires_grad`` on exactly the parameters that train; return the model (the same
+        object or a wrapper). Normalization is added around it by robench, so it sees
+        normalized images exactly as the pretrained backbone expects.
+        """
+        raise NotImplementedError
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Put the adapted model in training mode (a frozen backbone may stay in eval mode)."""
+        model.train()
+
+    def for_evaluation(self, model: nn.Module) -> nn.Module:
+        """The model a user would deploy, evaluated and attacked (e.g. LoRA adapters merged)."""
+        return model

@@ -1,0 +1,174 @@
+"""The training loop shared by every strategy: the strategy decides what trains, this decides how.
+
+The epoch kept is the one with the best validation balanced accuracy. When only the head
+trains and nothing is augmented, the frozen backbone's features are computed once and the head
+is trained on them: the same maths as training through the backbone, at one backbone pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from timm.optim import create_optimizer_v2
+from torch import nn
+
+from robench.backbone import Normalized
+from robench.errors import RobenchError
+from robench.metrics import balanced_accuracy
+from robench.progress import progress
+from robench.strategy import Recipe, Strategy
+
+
+class TrainingError(RobenchError):
+    """Training diverged or could not run."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_epoch: int  # 1-based
+    best_val_bacc: float
+    epochs: int
+    seconds: float
+    used_cached_features: bool
+
+
+def to_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float images in [0, 1]."""
+    return batch.float().div_(255)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal and vertical flips and transposes: the 8 symmetries of a square.
+
+    Dermatoscopic lesions have no canonical orientation, so these are label-preserving.
+    """
+    n = images.shape[0]
+    for transform in (lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.transpose(-1, -2)):
+        mask = (torch.rand(n, generator=generator) < 0.5).view(n, 1, 1, 1).to(images.device)
+        images = torch.where(mask, transform(images), images)
+    return images
+
+
+def class_weights(labels: torch.Tensor, num_classes: int, scheme: str) -> torch.Tensor | None:
+    """Inverse-frequency cross-entropy weights (sklearn's "balanced"), or None."""
+    if scheme == "none":
+        return None
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    weights = torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return weights
+
+
+def lr_lambda(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to zero (or constant), per optimisation step."""
+    warmup = recipe.warmup_epochs * steps_per_epoch
+    total = recipe.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if recipe.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return factor
+
+
+def head_only(adapted: nn.Module) -> bool:
+    """True when the only parameters that train are those of the classification head."""
+    if not hasattr(adapted, "get_classifier"):
+        return False
+    head = {id(p) for p in adapted.get_classifier().parameters()}
+    trainable = [p for p in adapted.parameters() if p.requires_grad]
+    return bool(trainable) and all(id(p) in head for p in trainable)
+
+
+@torch.no_grad()
+def frozen_features(model: Normalized, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """The pre-logit features of a frozen timm ViT for every image (eval mode)."""
+    vit = model.model
+    vit.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        batch = to_pixels(images[start : start + batch_size].to(device))
+        chunks.append(vit.forward_head(vit.forward_features(model.normalize(batch)), pre_logits=True))
+    return torch.cat(chunks)
+
+
+def train(
+    model: Normalized,
+    strategy: Strategy,
+    recipe: Recipe,
+    train_set: tuple[torch.Tensor, torch.Tensor],
+    val_set: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    seed: int,
+    device: torch.device,
+    use_cached_features: bool = True,
+    label: str = "",
+) -> TrainResult:
+    """Train ``model`` (whose inner model the strategy adapted) and keep the best epoch's weights.
+
+    ``train_set`` and ``val_set`` are (uint8 images, labels). Batches are drawn from a generator
+    seeded with ``seed``, so the same call gives the same model.
+    """
+    adapted = model.model
+    started = time.perf_counter()
+    (train_inputs, train_labels), (val_inputs, val_labels) = train_set, val_set
+    train_labels, val_labels = train_labels.to(device), val_labels.to(device)
+    cached = use_cached_features and not recipe.augment and head_only(adapted)
+    if cached:
+        trained = adapted.get_classifier()
+        train_inputs = frozen_features(model, train_inputs, recipe.batch_size, device)
+        val_inputs = frozen_features(model, val_inputs, recipe.batch_size, device)
+
+        def forward(x, generator=None):
+            return trained(x)
+
+        def set_train_mode():
+            trained.train()
+    else:
+        trained = model
+
+        def forward(x, generator=None):
+            x = to_pixels(x.to(device))
+            return model(augment(x, generator) if generator is not None and recipe.augment else x)
+
+        def set_train_mode():
+            strategy.train_mode(adapted)
+
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(train_labels) / recipe.batch_size)
+    optimizer = create_optimizer_v2(
+        trained, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        **({"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe, steps_per_epoch))
+    weights = class_weights(train_labels.cpu(), num_classes, recipe.class_weighting)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), label_smoothing=recipe.label_smoothing)
+    best_bacc, best_epoch, best_state = -1.0, 0, None
+    for epoch in progress(range(1, recipe.epochs + 1), desc=f"train {label}", unit="epoch"):
+        set_train_mode()
+        for batch in torch.randperm(len(train_labels), generator=generator).split(recipe.batch_size):
+            loss = loss_fn(forward(train_inputs[batch], generator), train_labels[batch])
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} in epoch {epoch}: lower the learning rate (:lr=...) or use --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        trained.eval()
+        with torch.no_grad():
+            preds = torch.cat([forward(chunk).argmax(1) for chunk in val_inputs.split(recipe.batch_size)])
+        val_bacc = balanced_accuracy(val_labels, preds == val_labels)
+        if val_bacc > best_bacc:
+            best_bacc, best_epoch, best_state = val_bacc, epoch, _trainable_state(trained)
+    trained.load_state_dict(best_state, strict=False)
+    return TrainResult(best_epoch, best_bacc, recipe.epochs, time.perf_counter() - started, cached)
+
+
+def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
