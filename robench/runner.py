@@ -82,10 +82,10 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     num_classes = len(data.HAM10000_CLASSES)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
     prepared = prepare_data(config)
-    create_backbone(config.backbone, num_classes)  # weights that do not fit fail before any training
+    backbone_params = _count(create_backbone(config.backbone, num_classes)[0])  # unfitting weights fail here
     majority = majority_accuracy(prepared.images.labels[prepared.split.train], _test_arrays(prepared)[1])
     make_out_dir(config.out)
-    results.write_config(config.out, describe(config, prepared))
+    results.write_config(config.out, describe(config, prepared, backbone_params))
 
     failed = []
     for strategy in strategies:
@@ -156,10 +156,10 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     """Build, adapt and train one model; return it ready for attacks, with its training facts."""
     seed_everything(seed)
     vit, mean, std = create_backbone(config.backbone, num_classes)
-    backbone_params = sum(p.numel() for p in vit.parameters())
+    backbone_params = _count(vit)
     adapted = strategy.plugin.adapt(vit)
     model = Normalized(adapted, mean, std).to(device)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = _count(model, trainable_only=True)
     images, split = prepared.images, prepared.split
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -197,7 +197,7 @@ def _test_arrays(prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
     return prepared.images.images[prepared.split.test], prepared.images.labels[prepared.split.test]
 
 
-def describe(config: RunConfig, prepared: Prepared) -> dict:
+def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dict:
     """The config.json of a run: what a reader needs to trust and re-make its leaderboard."""
     images, split, test = prepared.images, prepared.split, prepared.test
     weights = config.backbone.weights
@@ -217,7 +217,7 @@ def describe(config: RunConfig, prepared: Prepared) -> dict:
         "backbone": {
             "name": config.backbone.name, "weights": config.backbone.describe_weights(),
             "weights_sha256": file_sha256(weights) if weights else None,
-            "image_size": config.backbone.image_size,
+            "image_size": config.backbone.image_size, "params": backbone_params,
         },
         "seeds": config.seeds,
         "strategies": [s.label for s in config.strategies],
@@ -279,6 +279,10 @@ def _peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _count(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _refuse_duplicates(labels: list[str], kind: str) -> None:
