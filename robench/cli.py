@@ -198,7 +198,10 @@ def _positive(args, *names) -> None:
 
 
 def _describe_option(name, param) -> str:
-    return name if param.default is param.empty else f"{name}={param.default}"
+    if param.default is param.empty:
+        return name
+    default = "+".join(map(str, param.default)) if isinstance(param.default, (tuple, list)) else param.default
+    return f"{name}={default}"  # as it is written on the command line: lora:targets=qkv+proj
 
 
 def _describe_recipe(recipe) -> str:

@@ -231,6 +231,7 @@ class _Board:
         table["trainable params"] = [self._params(s) for s in self.strategies]
         table["s/epoch"] = [self.cell(s, "seconds_per_epoch", scale=1, digits=1) for s in self.strategies]
         table["train s"] = [self.cell(s, "train_seconds", scale=1, digits=0) for s in self.strategies]
+        table["peak MiB"] = [self.cell(s, "peak_mem_mb", scale=1, digits=0) for s in self.strategies]
         return table
 
     def _params(self, strategy: str) -> str:
@@ -256,7 +257,9 @@ class _Board:
         return (
             f"Accuracies in %, mean ± sample std over the run's {self.expected_n} seed(s); "
             f"`(n=k)` marks a cell with only k of them. Attack columns (`attack@eps`, eps in [0, 1] "
-            f"pixel units): {protocol.title}. {self.denominator(protocol)}"
+            f"pixel units): {protocol.title}. {self.denominator(protocol)} "
+            f"Peak MiB: memory while the model trained: the CUDA allocator's peak on a GPU, "
+            f"the process's resident memory (sampled) on a CPU."
         )
 
     def baselines(self) -> str:

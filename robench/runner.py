@@ -7,10 +7,9 @@ while running is recorded with its error and the run goes on.
 
 from __future__ import annotations
 
+import copy
 import platform
 import random
-import resource
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -24,6 +23,7 @@ from robench.attack import Attack
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.errors import PluginError, RobenchError
 from robench.evaluate import attack_sweep, clean_metrics, predict
+from robench.memory import PeakMemory
 from robench.metrics import majority_accuracy
 from robench.options import Spec, coerce, resolve
 from robench.progress import say
@@ -82,7 +82,10 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     num_classes = len(data.HAM10000_CLASSES)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
     prepared = prepare_data(config)
-    backbone_params = _count(create_backbone(config.backbone, num_classes)[0])  # unfitting weights fail here
+    vit, _, _ = create_backbone(config.backbone, num_classes)  # weights that do not fit fail before any training
+    backbone_params = _count(vit)
+    check_strategies_fit(strategies, vit)
+    del vit
     majority = majority_accuracy(prepared.images.labels[prepared.split.train], _test_arrays(prepared)[1])
     make_out_dir(config.out)
     results.write_config(config.out, describe(config, prepared, backbone_params))
@@ -120,6 +123,13 @@ def plan(config: RunConfig) -> tuple[list[Planned], list[Planned]]:
     _refuse_duplicates([p.label for p in strategies], "strategy")
     _refuse_duplicates([p.label for p in attacks], "attack")
     return strategies, attacks
+
+
+def check_strategies_fit(strategies: list[Planned], vit: torch.nn.Module) -> None:
+    """Adapt a copy of the backbone with each strategy, so that one which cannot serve it (VPT on a
+    ViT without a CLS token, LoRA targets it lacks) fails before any model trains."""
+    for strategy in strategies:
+        strategy.plugin.adapt(copy.deepcopy(vit))
 
 
 def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prepared: Prepared, device, num_classes):
@@ -161,14 +171,13 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     model = Normalized(adapted, mean, std).to(device)
     trainable = _count(model, trainable_only=True)
     images, split = prepared.images, prepared.split
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    result = train(
-        model, strategy.plugin, strategy.recipe,
-        (images.images[split.train], images.labels[split.train]),
-        (images.images[split.val], images.labels[split.val]),
-        num_classes, seed, device, label=f"{strategy.label} seed {seed}",
-    )
+    with PeakMemory(device) as memory:
+        result = train(
+            model, strategy.plugin, strategy.recipe,
+            (images.images[split.train], images.labels[split.train]),
+            (images.images[split.val], images.labels[split.val]),
+            num_classes, seed, device, label=f"{strategy.label} seed {seed}",
+        )
     final = Normalized(strategy.plugin.for_evaluation(adapted), mean, std).to(device).eval()
     final.requires_grad_(False)
     info = {
@@ -178,7 +187,7 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,
         "seconds_per_epoch": result.seconds / result.epochs,
-        "peak_mem_mb": _peak_memory_mb(device),
+        "peak_mem_mb": memory.mb,
     }
     return final, info
 
@@ -272,13 +281,6 @@ def _summary_line(label: str, seed: int, rows: list[dict]) -> str:
     failed = len(rows) - len(ok)
     return (f"{label} seed {seed}: clean acc {100 * clean['clean_acc']:.1f}%, balanced {100 * clean['clean_bacc']:.1f}%"
             + (f"; robust {attacked}" if attacked else "") + (f"; {failed} cells failed" if failed else ""))
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def _count(module: torch.nn.Module, trainable_only: bool = False) -> int:

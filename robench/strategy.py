@@ -68,6 +68,14 @@ class Strategy:
         """Put the adapted model in training mode (a frozen backbone may stay in eval mode)."""
         model.train()
 
+    def optimizer_options(self) -> dict:
+        """Extra keyword arguments for timm's ``create_optimizer_v2``, e.g. ``layer_decay``.
+
+        The optimizer is built on the adapted model itself (not the ``Normalized`` wrapper), so
+        timm finds its ``group_matcher`` and ``no_weight_decay``.
+        """
+        return {}
+
     def for_evaluation(self, model: nn.Module) -> nn.Module:
         """The model a user would deploy, evaluated and attacked (e.g. LoRA adapters merged)."""
         return model

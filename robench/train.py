@@ -121,7 +121,7 @@ def train(
     train_labels, val_labels = train_labels.to(device), val_labels.to(device)
     cached = use_cached_features and not recipe.augment and head_only(adapted)
     if cached:
-        trained = adapted.get_classifier()
+        trained = optimized = adapted.get_classifier()
         train_inputs = frozen_features(model, train_inputs, recipe.batch_size, device)
         val_inputs = frozen_features(model, val_inputs, recipe.batch_size, device)
 
@@ -131,7 +131,7 @@ def train(
         def set_train_mode():
             trained.train()
     else:
-        trained = model
+        trained, optimized = model, adapted  # the timm model itself, whose group_matcher timm's optimizer reads
 
         def forward(x, generator=None):
             x = to_pixels(x.to(device))
@@ -143,9 +143,11 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(train_labels) / recipe.batch_size)
     optimizer = create_optimizer_v2(
-        trained, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
-        **({"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}),
+        optimized, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        **({"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}), **strategy.optimizer_options(),
     )
+    for group in optimizer.param_groups:  # timm leaves layer decay's per-group scale to its own schedulers
+        group["lr"] *= group.get("lr_scale", 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe, steps_per_epoch))
     weights = class_weights(train_labels.cpu(), num_classes, recipe.class_weighting)
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), label_smoothing=recipe.label_smoothing)

@@ -164,6 +164,7 @@ def test_main_table_shows_mean_and_std_over_seeds(run_dir):
     assert rows["vpt_deep(prompts=5)"]["trainable params"] == "11.5k (0.209%)"
     assert rows["full"]["s/epoch"] == "12.4 ± 0.1"
     assert rows["full"]["train s"] == "62 ± 1"
+    assert rows["full"]["peak MiB"] == "812 ± 0"
 
 
 def test_failed_cell_is_listed_and_not_averaged(run_dir):

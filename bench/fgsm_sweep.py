@@ -1,0 +1,53 @@
+"""Benchmark 3: an FGSM sweep over k = 5 eps values vs 5 separate FGSM calls.
+
+The sweep computes the gradient once: its cost should be about one forward+backward plus five
+forwards (the evaluations of the five adversarial batches), at most 1.1x that; and so about
+2x faster than five separate calls, each with its own backward.
+
+    python bench/fgsm_sweep.py
+"""
+
+from __future__ import annotations
+
+import torch
+
+from _timing import interleaved, report
+from robench.backbone import BackboneSpec, Normalized, create_backbone
+from robench.evaluate import attack_sweep, predict
+from robench_plugins.attacks.fgsm import FGSM, _gradient_sign
+
+N, SIZE, BATCH = 64, 112, 32
+EPS = [0.002, 0.005, 0.01, 0.02, 0.04]
+
+torch.manual_seed(0)
+vit, mean, std = create_backbone(BackboneSpec("vit_tiny_patch16_224", SIZE, pretrained=False), 7)
+MODEL = Normalized(vit, mean, std).eval().requires_grad_(False)
+IMAGES = (torch.rand(N, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+LABELS = predict(MODEL, IMAGES, BATCH, "cpu")
+
+
+def sweep():
+    attack_sweep(MODEL, FGSM(), EPS, IMAGES, LABELS, LABELS, BATCH, "cpu")
+
+
+def separate():
+    for eps in EPS:
+        attack_sweep(MODEL, FGSM(), [eps], IMAGES, LABELS, LABELS, BATCH, "cpu")
+
+
+def floor():
+    """The irreducible work: one forward+backward and k forwards per batch."""
+    for start in range(0, N, BATCH):
+        x, y = IMAGES[start : start + BATCH].float() / 255, LABELS[start : start + BATCH]
+        _gradient_sign(MODEL, x, y)
+        with torch.no_grad():
+            for eps in EPS:
+                MODEL(x).argmax(1)
+
+
+if __name__ == "__main__":
+    sweep_s, separate_s = interleaved(sweep, separate, repeats=5)
+    _, floor_s = interleaved(sweep, floor, repeats=5)
+    report("fgsm sweep cost / (1 fwd+bwd + 5 fwd)", sweep_s / floor_s, "<= 1.1", sweep_s / floor_s <= 1.1)
+    report("fgsm speed-up of the sweep over 5 separate calls", separate_s / sweep_s, "about 2", separate_s / sweep_s >= 1.5,
+           f"sweep {sweep_s:.2f} s, separate {separate_s:.2f} s, floor {floor_s:.2f} s (ViT-Ti/16 at {SIZE}, {N} images)")

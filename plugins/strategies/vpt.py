@@ -1,0 +1,130 @@
+"""Visual prompt tuning, shallow and deep (Jia et al., "Visual Prompt Tuning", ECCV 2022).
+
+``prompts`` learnable tokens of the embedding width sit between the CLS token and the patch
+tokens, ``[CLS, P, patches]``; the pretrained backbone is frozen, only the prompts and the new
+head train, and the head reads the CLS token.
+- ``vpt_shallow``: one prompt set, inserted before the first block.
+- ``vpt_deep``: one fresh set per block; from the second block on, the previous block's outputs
+  in the prompt positions are replaced by this block's prompts.
+
+As in the reference code (github.com/KMnP/vpt, src/models/vit_prompt/vit.py): prompts get no
+position embedding (it is added to CLS and patches before they are inserted); they are drawn
+from uniform(-v, v) with v = sqrt(6 / (3 * patch_h * patch_w + dim)), 0.0625 for ViT-B/16;
+prompt dropout defaults to 0; the frozen encoder stays in eval mode while the prompts train.
+Works on any timm ``VisionTransformer`` whose head reads a CLS token (ViT, DeiT). Register tokens,
+if any, stay with the CLS token in front of the prompts.
+
+Recipe: the paper's optimiser, SGD with momentum 0.9 and a cosine schedule after a linear
+warm-up (10% of the epochs: 10 of 100 there, 1 of 10 here), batch 128. Its grid searches large
+prompt learning rates (0.1 to 50) and weight decay 0 to 0.01; robench's default, lr 0.25 and
+weight decay 1e-4, sits inside that grid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+import robench
+from robench.errors import PluginError
+from robench.strategy import Recipe, Strategy
+
+
+class PromptedViT(nn.Module):
+    """A frozen timm ViT with VPT prompts: one set (shallow) or one per block (deep)."""
+
+    def __init__(self, vit: VisionTransformer, prompts: int, deep: bool, dropout: float):
+        super().__init__()
+        self.vit = vit.requires_grad_(False)
+        self.vit.get_classifier().requires_grad_(True)
+        dim = vit.embed_dim
+        bound = math.sqrt(6 / (3 * math.prod(vit.patch_embed.patch_size) + dim))
+        sets = len(vit.blocks) if deep else 1
+        self.prompts = nn.Parameter(torch.empty(sets, prompts, dim).uniform_(-bound, bound))
+        self.prompt_dropout = nn.Dropout(dropout)
+        self.deep = deep
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's ``VisionTransformer.forward_features`` with the prompts put in front of each block."""
+        vit = self.vit
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        prefix, count = vit.num_prefix_tokens, self.prompts.shape[1]
+        for index, block in enumerate(vit.blocks):
+            if index == 0 or self.deep:
+                prompts = self.prompt_dropout(self.prompts[index]).expand(x.shape[0], -1, -1)
+                patches = x[:, prefix:] if index == 0 else x[:, prefix + count :]
+                x = torch.cat([x[:, :prefix], prompts, patches], dim=1)
+            x = block(x)
+        return vit.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.vit.forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.vit.get_classifier()
+
+    def train(self, mode: bool = True) -> PromptedViT:
+        """Only the prompt dropout follows ``mode``: the frozen backbone stays in eval mode."""
+        super().train(mode)
+        self.vit.eval()
+        return self
+
+
+def check_servable(model: nn.Module, strategy: str) -> None:
+    """Refuse a backbone on which the prompted forward pass would not be timm's ViT plus prompts."""
+    arch = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+    if not isinstance(model, VisionTransformer):
+        raise PluginError(f"{strategy} needs a timm VisionTransformer (ViT, DeiT), not {arch} ({type(model).__name__}): pick a ViT backbone or another strategy")
+    cls = type(model)
+    for method in ("_pos_embed", "forward_features", "forward_head"):
+        if getattr(cls, method) is not getattr(VisionTransformer, method):
+            raise PluginError(f"{strategy} cannot serve {arch}: {cls.__name__} changes VisionTransformer.{method}, so prompts would be inserted in the wrong place; use a plain ViT or DeiT")
+    if not model.has_class_token or model.global_pool != "token" or model.attn_pool is not None:
+        raise PluginError(
+            f"{strategy} needs a ViT whose head reads the CLS token, but {arch} has class_token={model.has_class_token}, "
+            f"global_pool={model.global_pool!r}: use a ViT with a CLS token and global_pool='token' (e.g. vit_base_patch16_224)"
+        )
+
+
+class _VPT(Strategy):
+    deep: ClassVar[bool]
+    recipe = Recipe(optimizer="sgd", lr=0.25, weight_decay=1e-4, momentum=0.9, epochs=10, warmup_epochs=1,
+                    schedule="cosine", batch_size=128)
+
+    def __init__(self, prompts: int = 10, dropout: float = 0.0):
+        if prompts < 1:
+            raise ValueError(f"prompts must be at least 1, got {prompts}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.prompts, self.dropout = prompts, dropout
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        check_servable(model, self.name)
+        return PromptedViT(model, self.prompts, self.deep, self.dropout)
+
+
+class VPTShallow(_VPT):
+    """VPT-shallow (Jia et al. 2022): prompts before the first block; frozen ViT, head on CLS."""
+
+    name = "vpt_shallow"
+    deep = False
+
+
+class VPTDeep(_VPT):
+    """VPT-deep (Jia et al. 2022): a fresh prompt set before every block; frozen ViT, head on CLS."""
+
+    name = "vpt_deep"
+    deep = True
+
+
+@robench.hookimpl
+def register_strategies(register):
+    register(VPTShallow)
+    register(VPTDeep)
