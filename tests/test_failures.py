@@ -17,17 +17,18 @@ from robench.attack import Attack
 from robench.cli import main
 from robench.results import read_frame, read_rows
 from robench.strategy import Recipe, Strategy
+from robench_plugins.strategies.full import Full
 
 FAST = ["--dataset", "synthetic", "--epochs", "1", "--seeds", "0", "--eps", "0.01,0.02", "--quiet"]
 
 
-class Crashes(Strategy):
-    """A plugin bug: adapt raises."""
+class Crashes(Full):
+    """A plugin bug that shows only once training starts."""
 
     name = "crashes"
 
-    def adapt(self, model):
-        raise RuntimeError("plugin bug in adapt")
+    def train_mode(self, model):
+        raise RuntimeError("plugin bug in train_mode")
 
 
 class NanLoss(Strategy):
@@ -49,10 +50,10 @@ class _TimesNan(nn.Module):
         return self.model(images) * float("nan")
 
 
-class TrainingOOM(Strategy):
+class TrainingOOM(Full):
     name = "training_oom"
 
-    def adapt(self, model):
+    def train_mode(self, model):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
@@ -140,17 +141,17 @@ def test_failing_cells_are_recorded_and_the_other_cells_complete(installed, caps
         assert row["status"] == "failed" and row["error"] == "ValueError: plugin bug in perturb"
         assert row["clean_acc"] == good[0]["clean_acc"]  # the model's facts are still there
     for attack, eps in [("none", 0.0), ("fgsm", 0.01), ("broken_attack", 0.02)]:
-        assert by_cell["crashes", attack, eps]["error"] == "RuntimeError: plugin bug in adapt"
+        assert by_cell["crashes", attack, eps]["error"] == "RuntimeError: plugin bug in train_mode"
         assert by_cell["nan_loss", attack, eps]["error"].startswith("TrainingError: loss became nan in epoch 1")
     assert {r["status"] for r in rows if r["strategy"] != "linear_probe"} == {"failed"}
 
     # The run ends with a summary of the failed cells on stderr, even with --quiet.
-    assert "failed: crashes seed 0 none@0.0: RuntimeError: plugin bug in adapt" in err
+    assert "failed: crashes seed 0 none@0.0: RuntimeError: plugin bug in train_mode" in err
     assert "failed: linear_probe seed 0 broken_attack@0.01: ValueError: plugin bug in perturb" in err
     assert err.strip().endswith("robench: 12 cells failed (listed above and in the leaderboard)")
     assert "Traceback" not in err and f"leaderboard: {tmp_path / 'run.md'}" in out
     board = (tmp_path / "run.md").read_text()
-    assert "## Failed cells" in board and "plugin bug in adapt" in board
+    assert "## Failed cells" in board and "plugin bug in train_mode" in board
 
 
 def test_out_of_memory_says_which_batch_size_to_lower(installed, capsys, tmp_path):
@@ -198,9 +199,9 @@ def test_list_still_works_when_a_plugin_fails_to_import(installed, capsys):
 
 
 def test_an_unknown_name_mentions_the_plugin_that_failed_to_load(installed, capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", *FAST, "--strategies", "lora", "--out", str(tmp_path / "r"))
+    code, _, err = run_cli(capsys, "run", *FAST, "--strategies", "no_such_strategy", "--out", str(tmp_path / "r"))
     assert code == 2 and err.count("\n") == 1
-    assert "unknown strategy 'lora'" in err and "'robench-unloadable' failed to load" in err
+    assert "unknown strategy 'no_such_strategy'" in err and "'robench-unloadable' failed to load" in err
 
 
 def test_a_model_with_no_correct_test_image_gets_rows_not_a_failure(micro_model):
