@@ -14,6 +14,7 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors import SafetensorError
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -28,11 +29,12 @@ default_cfgs = generate_default_cfgs({MICRO: dict(input_size=(3, 32, 32), mean=(
 
 @register_model
 def robench_vit_micro(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """A ViT of 0.2M parameters for the offline synthetic benchmark and for tests (no weights)."""
-    if pretrained:
+    """A ViT of 0.2M parameters for the offline synthetic benchmark and for tests (no hub weights,
+    but a local file given with ``--weights`` loads like any timm model's)."""
+    if pretrained and not (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
         raise RobenchError(f"{MICRO} has no pretrained weights: it is for the synthetic dataset and tests")
     options = dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0) | kwargs
-    return build_model_with_cfg(VisionTransformer, MICRO, pretrained=False, **options)
+    return build_model_with_cfg(VisionTransformer, MICRO, pretrained=pretrained, **options)
 
 
 class Normalized(nn.Module):
@@ -95,10 +97,10 @@ def create_backbone(spec: BackboneSpec, num_classes: int) -> tuple[nn.Module, tu
             f"weights {spec.describe_weights()} do not fit backbone {spec.name}: {details[:300]}; "
             f"pass the weights of {spec.name} or the backbone they belong to"
         ) from None
-    except (OSError, ValueError) as exc:  # hub unreachable, unreadable file
+    except (OSError, ValueError, SafetensorError) as exc:  # hub unreachable, unreadable file
         raise RobenchError(
-            f"could not load weights for {spec.name} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            f"pass a local file with --weights"
+            f"could not load weights {spec.describe_weights()} for {spec.name} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"pass a readable local weights file of {spec.name} with --weights"
         ) from None
     cfg = model.pretrained_cfg
     return model, tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))

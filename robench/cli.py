@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=["all", "correct"], default="all",
                      help="headline robust accuracy: over all test images (default) or the clean-correct subset")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    run.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
-    run.add_argument("--name", help="leaderboard name (default <dataset>-<backbone>-<time>)")
+    run.add_argument("--out", type=Path, help="run directory (default runs/<name>); running again on it resumes the run")
+    run.add_argument("--name", help="leaderboard name (default: the --out folder's name, else <dataset>-<backbone>-<time>)")
     run.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"), help="where the markdown goes")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
     run.set_defaults(handler=cmd_run)
@@ -102,7 +102,7 @@ def cmd_list(args, argv) -> int:
 def cmd_run(args, argv) -> int:
     from robench.backbone import BackboneSpec
     from robench.options import parse_specs
-    from robench.progress import say, set_quiet
+    from robench.progress import set_quiet
     from robench.runner import RunConfig, run
 
     set_quiet(args.quiet)
@@ -112,7 +112,8 @@ def cmd_run(args, argv) -> int:
     if args.test_set == "isic2018" and args.test_dir is None:
         raise RobenchError("--test-set isic2018 needs --test-dir, the folder with ISIC2018_Task3_Test_GroundTruth.csv and images/")
     _positive(args, "subset", "epochs", "batch_size", "attack_batch_size", "image_size")
-    name = args.name or f"{args.dataset}-{backbone}-{datetime.now():%Y%m%d-%H%M%S}"
+    # Named after --out when given, so that running the command again (to resume) keeps one leaderboard.
+    name = args.name or (args.out.resolve().name if args.out else f"{args.dataset}-{backbone}-{datetime.now():%Y%m%d-%H%M%S}")
     config = RunConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -135,8 +136,8 @@ def cmd_run(args, argv) -> int:
         command=shlex.join(["robench", *argv]),
     )
     path, failed = run(config)
-    for row in failed:
-        say(f"failed: {row['strategy']} seed {row['seed']} {row['attack']}@{row['eps']}: {row['error']}")
+    for row in failed:  # also with --quiet: failures are not progress
+        print(f"failed: {row['strategy']} seed {row['seed']} {row['attack']}@{row['eps']}: {row['error']}", file=sys.stderr)
     print(f"results: {config.out / 'results.jsonl'}\nleaderboard: {path}")
     if failed:
         print(f"robench: {len(failed)} cells failed (listed above and in the leaderboard)", file=sys.stderr)

@@ -51,7 +51,8 @@ def attack_sweep(
     correct = (clean_preds == labels).nonzero().flatten()
     survived = {eps: torch.zeros(len(labels), dtype=torch.bool) for eps in eps_values}
     started = time.perf_counter()
-    for chunk in progress(correct.split(batch_size), desc=f"attack {label}", unit="batch"):
+    chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
+    for chunk in progress(chunks, desc=f"attack {label}", unit="batch"):
         x = to_pixels(images[chunk].to(device))
         y = labels[chunk].to(device)
         for eps, adv in attack.sweep(model, x, y, eps_values):

@@ -2,19 +2,29 @@
 
 Rows are plain dicts so that anything (pandas, jq, a spreadsheet) can read them. A row is
 written with one ``write`` of a whole line and flushed to disk before the next cell starts,
-so a crash loses at most the cell that was running; a torn last line is ignored on reading.
+so a crash loses at most the cell that was running; a torn last line is ignored on reading and
+cut off by :func:`drop_torn_tail` before a resumed run appends, so no row is glued onto it.
+A cell written more than once (a failed cell retried by a resumed run) counts in its last version.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from robench.errors import RobenchError
+
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.json"
+# Version of the layout of results.jsonl and config.json, stored in config.json as "format".
+# Bump it when a row or config field changes meaning; a run dir of another format is not resumed.
+FORMAT = 1
+# The fields that name a cell: a later row with the same values supersedes an earlier one.
+CELL_FIELDS = ("strategy", "seed", "attack", "eps")
 
 # Every row has these keys. Metrics are fractions in [0, 1]; eps is in [0, 1] pixel units.
 ROW_FIELDS = (
@@ -54,12 +64,23 @@ ROW_FIELDS = (
 def append_row(run_dir: Path, row: dict) -> None:
     """Append one row as a single line and make it durable before returning."""
     line = json.dumps(row, sort_keys=True, default=_jsonable) + "\n"
-    fd = os.open(Path(run_dir) / RESULTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    path = Path(run_dir) / RESULTS_FILE
     try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            data = line.encode()
+            written = os.write(fd, data)
+            if written != len(data):  # a full disk writes part of the line: take it back
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise RobenchError(
+            f"cannot append to {path} ({exc.strerror or exc}): free disk space or fix its permissions, "
+            "then run the same command again to resume"
+        ) from None
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -68,19 +89,61 @@ def read_rows(run_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines(keepends=True):
+    for number, line in enumerate(path.read_text().splitlines(keepends=True), start=1):
         if line.endswith("\n") and line.strip():
-            rows.append(json.loads(line))
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise RobenchError(
+                    f"{path} line {number} is not a JSON row: the file was edited or damaged; "
+                    "delete that line (its cell is then run again) or use another --out"
+                ) from None
     return rows
 
 
+def latest(rows: list[dict]) -> list[dict]:
+    """Each cell's last version, in the order the cells were first written."""
+    by_cell = {}
+    for row in rows:
+        by_cell[cell_of(row)] = row
+    return list(by_cell.values())
+
+
+def cell_of(row: dict) -> tuple:
+    """The (strategy, seed, attack, eps) a row is about."""
+    return tuple(row[field] for field in CELL_FIELDS)
+
+
 def read_frame(run_dir: Path) -> pd.DataFrame:
-    """The rows of a run as a DataFrame with every ROW_FIELDS column present."""
-    return pd.DataFrame(read_rows(run_dir), columns=list(ROW_FIELDS))
+    """The latest version of every cell of a run as a DataFrame with every ROW_FIELDS column present."""
+    return pd.DataFrame(latest(read_rows(run_dir)), columns=list(ROW_FIELDS))
+
+
+def drop_torn_tail(run_dir: Path) -> int:
+    """Cut a torn last line (a write interrupted by a crash) off the results file; return the bytes cut.
+
+    Call it while holding the run's lock, before appending: otherwise the next row would be
+    glued onto the torn one and both would be lost.
+    """
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        if keep == len(data):
+            return 0
+        f.truncate(keep)
+        os.fsync(f.fileno())
+    return len(data) - keep
 
 
 def write_config(run_dir: Path, config: dict) -> None:
-    (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_jsonable) + "\n")
+    """Replace config.json atomically: a crash leaves the old or the new one, never half of one."""
+    path = Path(run_dir) / CONFIG_FILE
+    partial = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(config, indent=2, default=_jsonable) + "\n")
+    os.replace(partial, path)
 
 
 def read_config(run_dir: Path) -> dict:

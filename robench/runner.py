@@ -8,8 +8,10 @@ while running is recorded with its error and the run goes on.
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robench import data, leaderboard, results
+from robench import checkpoints, data, leaderboard, results, resume
 from robench.attack import Attack
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.errors import PluginError, RobenchError
@@ -76,30 +78,44 @@ class Prepared:
 
 
 def run(config: RunConfig) -> tuple[Path, list[dict]]:
-    """Run the whole grid; return the leaderboard path and the failed rows."""
+    """Run the whole grid; return the leaderboard path and the failed rows.
+
+    On an ``out`` that holds an earlier run of compatible settings, only the cells missing or
+    failed there are run (see robench.resume); two runs never write one ``out`` at once.
+    """
     strategies, attacks = plan(config)
     device = resolve_device(config.device)
-    num_classes = len(data.HAM10000_CLASSES)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
+    make_out_dir(config.out)
+    with resume.exclusive(config.out), deterministic():
+        return _run_grid(config, strategies, attacks, device)
+
+
+def _run_grid(config: RunConfig, strategies: list[Planned], attacks: list[Planned], device) -> tuple[Path, list[dict]]:
+    num_classes = len(data.HAM10000_CLASSES)
     prepared = prepare_data(config)
     vit, _, _ = create_backbone(config.backbone, num_classes)  # weights that do not fit fail before any training
     backbone_params = _count(vit)
     check_strategies_fit(strategies, vit)
     del vit
     majority = majority_accuracy(prepared.images.labels[prepared.split.train], _test_arrays(prepared)[1])
-    make_out_dir(config.out)
-    results.write_config(config.out, describe(config, prepared, backbone_params))
+    described = describe(config, prepared, backbone_params) | {"comparable": resume.comparable(config, prepared, strategies)}
+    results.write_config(config.out, resume.start(config.out, described))
+    done = resume.finished(results.read_rows(config.out))
 
     failed = []
     for strategy in strategies:
         for seed in config.seeds:
-            for row in run_model(config, strategy, attacks, seed, prepared, device, num_classes):
+            fresh = 0
+            for row in run_model(config, strategy, attacks, seed, prepared, device, num_classes, done):
                 row |= {"majority_acc": majority}
                 results.append_row(config.out, row)
+                fresh += 1
                 if row["status"] != "ok":
                     failed.append(row)
-            done = [r for r in results.read_rows(config.out) if r["strategy"] == strategy.label and r["seed"] == seed]
-            say(_summary_line(strategy.label, seed, done))
+            rows = results.latest(results.read_rows(config.out))
+            done_rows = [r for r in rows if r["strategy"] == strategy.label and r["seed"] == seed]
+            say(_summary_line(strategy.label, seed, done_rows) + ("" if fresh else " (finished earlier)"))
     path = leaderboard.write(config.out, config.leaderboard_dir, config.name)
     return path, failed
 
@@ -132,44 +148,68 @@ def check_strategies_fit(strategies: list[Planned], vit: torch.nn.Module) -> Non
         strategy.plugin.adapt(copy.deepcopy(vit))
 
 
-def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prepared: Prepared, device, num_classes):
-    """Train one (strategy, seed) and yield its rows: a clean row, then one per attack and eps."""
+def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prepared: Prepared, device, num_classes,
+              done: frozenset | set = frozenset()):
+    """Train one (strategy, seed) and yield its rows: a clean row, then one per attack and eps.
+
+    Cells in ``done`` (see resume.finished) are not yielded again; an attack whose every eps is
+    done is not run, and a model with every cell done is neither trained nor loaded.
+    """
     base = {"strategy": strategy.label, "strategy_name": strategy.plugin.name, "seed": seed}
+
+    def missing_eps(attack: str) -> list[float]:
+        return [eps for eps in config.eps if resume.cell(strategy.label, seed, attack, eps) not in done]
+
+    needs_clean = resume.cell(strategy.label, seed, "none", 0.0) not in done
+    attacks = [attack for attack in attacks if missing_eps(attack.label)]
+    if not needs_clean and not attacks:
+        return
     try:
         model, train_info = train_model(config, strategy, seed, prepared, device, num_classes)
         test_images, test_labels = _test_arrays(prepared)
         clean_preds = predict(model, test_images, config.attack_batch_size, device)
         base |= clean_metrics(test_labels, clean_preds) | train_info
     except Exception as exc:  # noqa: BLE001  (a failed cell is recorded, the run goes on)
-        yield base | _failure(exc, attack="none", attack_name="none", eps=0.0)
+        if needs_clean:
+            yield base | _failure(exc, attack="none", attack_name="none", eps=0.0)
         for attack in attacks:
-            for eps in config.eps:
+            for eps in missing_eps(attack.label):
                 yield base | _failure(exc, attack=attack.label, attack_name=attack.plugin.name, eps=eps)
         return
-    yield base | {"attack": "none", "attack_name": "none", "eps": 0.0, "status": "ok", "error": None,
-                  "robust_acc": base["clean_acc"], "robust_bacc": base["clean_bacc"]}
+    if needs_clean:
+        yield base | {"attack": "none", "attack_name": "none", "eps": 0.0, "status": "ok", "error": None,
+                      "robust_acc": base["clean_acc"], "robust_bacc": base["clean_bacc"]}
     for attack in attacks:
         cell = base | {"attack": attack.label, "attack_name": attack.plugin.name}
         try:
             seed_everything(seed)
+            # Every eps of the command, even those done: attacks with random starts draw them per
+            # sweep, so only the same sweep gives the rows an uninterrupted run would have written.
             metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,
                                    config.attack_batch_size, device, label=f"{strategy.label} {attack.label}")
         except Exception as exc:  # noqa: BLE001
-            for eps in config.eps:
-                yield cell | _failure(exc, eps=eps)
+            for eps in missing_eps(attack.label):
+                yield cell | _failure(exc, "attack", eps=eps)
             continue
-        for eps in config.eps:
+        for eps in missing_eps(attack.label):
             yield cell | {"eps": eps, "status": "ok", "error": None} | metrics[eps]
 
 
 def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device, num_classes):
-    """Build, adapt and train one model; return it ready for attacks, with its training facts."""
+    """Build, adapt and train one model, or load what it trained from an earlier run's checkpoint;
+    return it ready for attacks, with its training facts."""
     seed_everything(seed)
     vit, mean, std = create_backbone(config.backbone, num_classes)
     backbone_params = _count(vit)
+    own_buffers = checkpoints.base_buffers(vit)
     adapted = strategy.plugin.adapt(vit)
     model = Normalized(adapted, mean, std).to(device)
     trainable = _count(model, trainable_only=True)
+    key = checkpoints.key(config, strategy, seed, prepared)
+    stored = checkpoints.path_for(config.out, key)
+    info = checkpoints.load(stored, adapted, own_buffers, key)
+    if info is not None:  # trained by an earlier run of this out dir
+        return _for_evaluation(strategy, adapted, mean, std, device), info
     images, split = prepared.images, prepared.split
     with PeakMemory(device) as memory:
         result = train(
@@ -178,8 +218,6 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
             (images.images[split.val], images.labels[split.val]),
             num_classes, seed, device, label=f"{strategy.label} seed {seed}",
         )
-    final = Normalized(strategy.plugin.for_evaluation(adapted), mean, std).to(device).eval()
-    final.requires_grad_(False)
     info = {
         "trainable_params": trainable,
         "backbone_params": backbone_params,
@@ -189,7 +227,15 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
         "seconds_per_epoch": result.seconds / result.epochs,
         "peak_mem_mb": memory.mb,
     }
-    return final, info
+    checkpoints.save(stored, adapted, own_buffers, key, info)
+    return _for_evaluation(strategy, adapted, mean, std, device), info
+
+
+def _for_evaluation(strategy: Planned, adapted, mean, std, device) -> Normalized:
+    """The trained model as it is evaluated and attacked: eval mode, nothing requires grad."""
+    final = Normalized(strategy.plugin.for_evaluation(adapted), mean, std).to(device).eval()
+    final.requires_grad_(False)
+    return final
 
 
 def prepare_data(config: RunConfig) -> Prepared:
@@ -233,6 +279,7 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         "attacks": [a.label for a in config.attacks],
         "eps": config.eps,
         "protocol": config.protocol,
+        "format": results.FORMAT,
         "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}
         | {"python": platform.python_version()},
         "device": str(resolve_device(config.device)),
@@ -265,10 +312,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _failure(exc: BaseException, **fields) -> dict:
+@contextmanager
+def deterministic():
+    """Deterministic torch kernels while a run lasts, so the same command gives the same rows.
+
+    ``warn_only``: an op without a deterministic kernel warns instead of failing the cell.
+    cuBLAS needs its workspace setting before it starts (it is read once per process).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
+
+
+def _failure(exc: BaseException, phase: str = "training", **fields) -> dict:
+    """The row of a failed cell; ``phase`` ("training" or "attack") picks the batch size an OOM should lower."""
     message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
     if isinstance(exc, torch.OutOfMemoryError):
-        message += " (lower --batch-size for training or --attack-batch-size for attacks)"
+        flag = "--attack-batch-size" if phase == "attack" else "--batch-size (or the strategy's :batch_size=N)"
+        message += f" (out of memory in {phase}: lower {flag})"
     return fields | {"status": "failed", "error": message}
 
 

@@ -92,7 +92,7 @@ def frozen_features(model: Normalized, images: torch.Tensor, batch_size: int, de
     vit = model.model
     vit.eval()
     chunks = []
-    for start in range(0, len(images), batch_size):
+    for start in progress(range(0, len(images), batch_size), desc="features", unit="batch"):
         batch = to_pixels(images[start : start + batch_size].to(device))
         chunks.append(vit.forward_head(vit.forward_features(model.normalize(batch)), pre_logits=True))
     return torch.cat(chunks)

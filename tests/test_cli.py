@@ -104,3 +104,78 @@ def test_unwritable_out_dir(capsys, tmp_path):
 def test_leaderboard_of_a_missing_run(capsys, tmp_path):
     code, _, err = run_cli(capsys, "leaderboard", str(tmp_path / "none"))
     assert code == 2 and "run directory" in err
+
+
+def test_an_unknown_attack_names_the_close_match_and_the_valid_ones(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", *FAST, "--attacks", "fgsn", "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1
+    assert "unknown attack 'fgsn': did you mean fgsm? valid attacks: fgsm, pgd" in err
+
+
+def _micro_weights(path, **replace):
+    """A robench_vit_micro weights file, with some tensors replaced."""
+    import torch
+    from safetensors.torch import save_file
+
+    from robench.backbone import MICRO, BackboneSpec, create_backbone
+
+    vit, _, _ = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)
+    state = {name: tensor.clone() for name, tensor in vit.state_dict().items()}
+    save_file(state | {name.replace("__", "."): torch.zeros(shape) for name, shape in replace.items()}, str(path))
+    return path
+
+
+def test_weights_of_the_backbone_load_and_weights_that_do_not_fit_name_the_key(capsys, tmp_path):
+    fitting = _micro_weights(tmp_path / "micro.safetensors")
+    code, _, err = run_cli(capsys, "run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+                           "--weights", str(fitting), "--out", str(tmp_path / "ok"), "--leaderboard-dir", str(tmp_path))
+    assert code == 0, err
+
+    wrong = _micro_weights(tmp_path / "wrong.safetensors", blocks__0__attn__qkv__weight=(10, 64))
+    code, _, err = run_cli(capsys, "run", *FAST, "--weights", str(wrong), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "weights wrong.safetensors do not fit backbone robench_vit_micro" in err
+    assert "size mismatch for blocks.0.attn.qkv.weight" in err and "[10, 64]" in err
+
+
+def test_a_weights_file_that_is_not_safetensors_is_one_line(capsys, tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a weights file" * 4)
+    code, _, err = run_cli(capsys, "run", *FAST, "--weights", str(junk), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1
+    assert "could not load weights junk.safetensors for robench_vit_micro" in err
+
+
+def _no_dx_column(root):
+    import pandas as pd
+
+    pd.read_csv(root / "HAM10000_metadata.csv").drop(columns="dx").to_csv(root / "HAM10000_metadata.csv", index=False)
+
+
+def _image_without_file(root):
+    (root / "images" / "ISIC_0001004.jpg").unlink()
+
+
+def _corrupt_jpeg(root):
+    path = root / "images" / "ISIC_0001005.jpg"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_no_dx_column, "HAM10000_metadata.csv lacks the column(s) dx"),
+    (_image_without_file, "have no .jpg file"),
+    (_corrupt_jpeg, "cannot decode image"),
+])
+def test_a_broken_dataset_is_one_line_through_the_cli(capsys, tmp_path, monkeypatch, damage, message):
+    from tests.test_data import write_release
+
+    monkeypatch.setenv("ROBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    write_release(tmp_path / "ham")
+    damage(tmp_path / "ham")
+    code, _, err = run_cli(capsys, "run", "--data-dir", str(tmp_path / "ham"), "--backbone", "robench_vit_micro",
+                           "--image-size", "32", "--quiet", "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("robench: error: ") and message in err
+    if damage is _corrupt_jpeg:
+        assert "ISIC_0001005.jpg" in err
+    if damage is _image_without_file:
+        assert "ISIC_0001004" in err

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from robench.errors import DataError
+from robench.progress import progress
 
 # Bump when the decoding below changes, so that caches written by older code are not reused.
 _CACHE_VERSION = 1
@@ -51,7 +52,8 @@ def load_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
         return torch.from_numpy(np.load(cached))
     pixels = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-        for index, image in enumerate(pool.map(lambda path: decode_image(path, image_size), paths)):
+        decoded = pool.map(lambda path: decode_image(path, image_size), paths)
+        for index, image in enumerate(progress(decoded, total=len(paths), desc="decode images", unit="img")):
             pixels[index] = image
     _save_atomically(cached, pixels)
     return torch.from_numpy(pixels)

@@ -1,0 +1,160 @@
+"""Resuming a run: one writer per run folder, settings that must match, and the cells already done.
+
+Running a command again on the same ``--out`` continues where it stopped: cells whose row is
+there with status ok are not run again, failed cells are retried (their new row supersedes the
+old one), and new strategies, attacks, eps or seeds extend the run. Settings that would make new
+rows incomparable with the old ones (the data, the split, the test set, the backbone and its
+weights, the image size, a strategy's recipe) must match, or the run refuses in one line before
+anything trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from robench import checkpoints, results
+from robench.errors import RobenchError
+
+LOCK_FILE = ".robench.lock"
+# What must be equal for two commands to write rows into one run folder, and how to name it.
+COMPARABLE = {
+    "dataset": "--dataset",
+    "subset": "--subset",
+    "n_images": "number of images in the dataset",
+    "split_seed": "--split-seed",
+    "split_fingerprint": "split fingerprint (which images are held out)",
+    "test_set": "--test-set",
+    "test_images": "test images (--test-dir)",
+    "backbone": "--backbone",
+    "weights": "--weights (sha256)",
+    "image_size": "--image-size",
+}
+# Lists that a later command may extend; config.json keeps their union, old entries first.
+EXTENDABLE = ("strategies", "attacks", "eps", "seeds")
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold ``<out>/.robench.lock`` for the whole run; refuse at once if another run holds it.
+
+    The lock is an OS file lock: a killed run releases it with its process, so no stale lock
+    is left behind to delete by hand.
+    """
+    lock = FileLock(Path(out) / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RobenchError(
+            f"another robench run holds {out} (lock {Path(out) / LOCK_FILE}): wait for it to finish or pass another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def comparable(config, prepared, strategies) -> dict:
+    """The settings of a run that decide whether its rows can sit beside another run's."""
+    images, split = prepared.images, prepared.split
+    test_ids = prepared.test.ids if prepared.test is not None else [images.ids[i] for i in split.test]
+    backbone = config.backbone
+    return {
+        "dataset": images.name,
+        "subset": config.subset,
+        "n_images": len(images),
+        "split_seed": split.seed,
+        "split_fingerprint": split.fingerprint,
+        "test_set": config.test_set,
+        "test_images": hashlib.sha256("\n".join(sorted(test_ids)).encode()).hexdigest()[:12],
+        "backbone": backbone.name,
+        "weights": _weights_sha(backbone) or backbone.describe_weights(),
+        "image_size": backbone.image_size,
+        "recipes": {s.label: asdict(s.recipe) for s in strategies},
+    }
+
+
+def start(out: Path, new: dict) -> dict:
+    """Prepare ``out`` for this run (call it holding the lock); return the config.json to write.
+
+    Cuts a torn last line off the results, refuses a folder written by an incompatible robench
+    or with settings that differ, and merges the old config with the new one: extendable lists
+    become their union, and the command that wrote each part is kept.
+    """
+    out = Path(out)
+    results.drop_torn_tail(out)
+    for partial in [*out.glob(".*.partial"), *out.glob(f"{checkpoints.FOLDER}/.*.partial")]:
+        partial.unlink()  # left by a killed run; no other run writes here while we hold the lock
+    if not results.read_rows(out):
+        return new
+    if not (out / results.CONFIG_FILE).exists():
+        raise RobenchError(f"{out} holds results but no {results.CONFIG_FILE}, so they cannot be checked against this run: pass another --out")
+    try:
+        old = results.read_config(out)
+    except ValueError:
+        raise RobenchError(f"{out / results.CONFIG_FILE} is not valid JSON: restore it or pass another --out") from None
+    _check_format(out, old)
+    _check_comparable(out, old["comparable"], new["comparable"])
+    return _merge(old, new)
+
+
+def finished(rows: list[dict]) -> set[tuple]:
+    """The cells whose latest row is ok: a resumed run does not run them again."""
+    return {cell(*results.cell_of(row)) for row in results.latest(rows) if row["status"] == "ok"}
+
+
+def cell(strategy: str, seed: int, attack: str, eps: float) -> tuple:
+    """A cell key with normalised types, comparable with :func:`finished`'s."""
+    return (strategy, int(seed), attack, float(eps))
+
+
+def _check_format(out: Path, old: dict) -> None:
+    if old.get("format") != results.FORMAT or "comparable" not in old:
+        raise RobenchError(
+            f"{out} was written by robench {old.get('robench_version', 'unknown')} in results format "
+            f"{old.get('format', 'unknown')}; this robench writes format {results.FORMAT} and cannot add to it: pass another --out"
+        )
+
+
+def _check_comparable(out: Path, old: dict, new: dict) -> None:
+    for field, name in COMPARABLE.items():
+        if old.get(field) != new[field]:
+            raise RobenchError(
+                f"{out} holds results with {name} {_show(old.get(field))}, this command has {_show(new[field])}: their rows would not be "
+                f"comparable; use the same setting to resume or extend that run, or pass another --out"
+            )
+    for label in sorted(set(old["recipes"]) & set(new["recipes"])):
+        before, now = old["recipes"][label], new["recipes"][label]
+        changed = [key for key in now if before.get(key) != now[key]]
+        if changed:
+            diff = ", ".join(f"{key} {before.get(key)} -> {now[key]}" for key in changed)
+            raise RobenchError(
+                f"{out} holds results of strategy {label!r} trained with another recipe ({diff}; "
+                f"set by --epochs/--lr/--batch-size or {label}:KEY=VALUE): use the same recipe or pass another --out"
+            )
+
+
+def _merge(old: dict, new: dict) -> dict:
+    merged = new | {key: _union(old.get(key, []), new[key]) for key in EXTENDABLE}
+    commands = old.get("command", "").splitlines()
+    merged["command"] = "\n".join(commands + [c for c in new["command"].splitlines() if c not in commands])
+    merged["created"] = old.get("created", new["created"])
+    merged["comparable"] = new["comparable"] | {"recipes": old["comparable"]["recipes"] | new["comparable"]["recipes"]}
+    return merged
+
+
+def _union(old: list, new: list) -> list:
+    return list(old) + [item for item in new if item not in old]
+
+
+def _weights_sha(backbone) -> str | None:
+    return checkpoints.weights_sha256(Path(backbone.weights)) if backbone.weights else None
+
+
+def _show(value) -> str:
+    return "not set" if value is None else str(value)
