@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="override every strategy's training batch size")
     run.add_argument("--lr", type=float, help="override every strategy's learning rate")
     run.add_argument("--attack-batch-size", type=int, default=64, help="batch size of attacks (default 64)")
+    run.add_argument("--attack-samples", type=int, metavar="N",
+                     help="attack a class-stratified subset of N test images, the same for every model "
+                     "(clean metrics still use the whole test set)")
     run.add_argument("--protocol", choices=["all", "correct"], default="all",
                      help="headline robust accuracy: over all test images (default) or the clean-correct subset")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
@@ -111,7 +114,7 @@ def cmd_run(args, argv) -> int:
     image_size = args.image_size or (SYNTHETIC_IMAGE_SIZE if synthetic and backbone == SYNTHETIC_BACKBONE else DEFAULT_IMAGE_SIZE)
     if args.test_set == "isic2018" and args.test_dir is None:
         raise RobenchError("--test-set isic2018 needs --test-dir, the folder with ISIC2018_Task3_Test_GroundTruth.csv and images/")
-    _positive(args, "subset", "epochs", "batch_size", "attack_batch_size", "image_size")
+    _positive(args, "subset", "epochs", "batch_size", "attack_batch_size", "attack_samples", "image_size")
     # Named after --out when given, so that running the command again (to resume) keeps one leaderboard.
     name = args.name or (args.out.resolve().name if args.out else f"{args.dataset}-{backbone}-{datetime.now():%Y%m%d-%H%M%S}")
     config = RunConfig(
@@ -128,6 +131,7 @@ def cmd_run(args, argv) -> int:
         seeds=parse_seeds(args.seeds),
         recipe_overrides={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
         attack_batch_size=args.attack_batch_size,
+        attack_samples=args.attack_samples,
         device=args.device,
         protocol=args.protocol,
         out=args.out or Path("runs") / name,

@@ -8,6 +8,7 @@ protocol (the seed study), so attacking it would change neither number.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -52,13 +53,14 @@ def attack_sweep(
     survived = {eps: torch.zeros(len(labels), dtype=torch.bool) for eps in eps_values}
     started = time.perf_counter()
     chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
-    for chunk in progress(chunks, desc=f"attack {label}", unit="batch"):
-        x = to_pixels(images[chunk].to(device))
-        y = labels[chunk].to(device)
-        for eps, adv in attack.sweep(model, x, y, eps_values):
-            _check_perturbation(adv, x, eps, attack)
-            with torch.no_grad():
-                survived[eps][chunk] = (model(adv).argmax(1) == y).cpu()
+    with frozen(model):
+        for chunk in progress(chunks, desc=f"attack {label}", unit="batch"):
+            x = to_pixels(images[chunk].to(device))
+            y = labels[chunk].to(device)
+            for eps, adv in attack.sweep(model, x, y, eps_values):
+                _check_perturbation(adv, x, eps, attack)
+                with torch.no_grad():
+                    survived[eps][chunk] = (model(adv).argmax(1) == y).cpu()
     seconds = time.perf_counter() - started
     results = {}
     for eps in eps_values:
@@ -73,6 +75,20 @@ def attack_sweep(
             "attack_seconds": seconds,
         }
     return results
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """No parameter requires gradients inside: an attack that calls ``backward()`` (torchattacks'
+    FAB does) cannot accumulate gradients into the model or make it slower."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
 
 
 def _check_perturbation(adv: torch.Tensor, clean: torch.Tensor, eps: float, attack: Attack) -> None:

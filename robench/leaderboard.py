@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from robench import flags
 from robench.errors import RobenchError
 from robench.results import CONFIG_FILE, RESULTS_FILE, read_config, read_frame
 
@@ -33,6 +34,8 @@ MODEL_METRICS = (
     "clean_acc",
     "clean_bacc",
     "majority_acc",
+    "n_attacked",
+    "attack_clean_acc",
     "trainable_params",
     "backbone_params",
     "epochs",
@@ -59,6 +62,7 @@ class Protocol:
     metric: str
     title: str
     denominator: str  # may contain {n_test}
+    subset_denominator: str  # with --attack-samples; may contain {n} (attacked) and {of} (test images)
 
 
 PROTOCOLS = {
@@ -67,6 +71,9 @@ PROTOCOLS = {
         title="robust accuracy over all test images (RobustBench protocol)",
         denominator="all {n_test} test images; an image the model got wrong before the attack "
         "counts as a failure, so these columns never exceed clean acc",
+        subset_denominator="the {n} attacked test images, a class-stratified subset of the {of}, the same "
+        "for every model; an image the model got wrong before the attack counts as a failure, so these "
+        "columns never exceed clean acc (attacked), the clean accuracy on those {n}",
     ),
     "correct": Protocol(
         metric="acc_on_correct",
@@ -74,6 +81,9 @@ PROTOCOLS = {
         denominator="only the test images each model classified correctly before the attack "
         "(n_clean_correct, which differs per model and seed); multiply by clean acc "
         "to compare with the other protocol",
+        subset_denominator="only the attacked test images (a class-stratified subset of {n} of the {of}) "
+        "that each model classified correctly before the attack (n_clean_correct, which differs per model "
+        "and seed); multiply by clean acc (attacked) to compare with the other protocol",
     ),
 }
 DEFAULT_PROTOCOL = "all"
@@ -121,8 +131,8 @@ def render(
     """The markdown leaderboard of one run.
 
     ``notes`` maps a strategy label to a short marker shown in a last "notes" column, and
-    ``footnotes`` are lines printed under the main table: the hooks a sanity-check module
-    uses to annotate a row (say "¹") and explain it, without this module knowing about flags.
+    ``footnotes`` are lines printed under the main table. By default both come from the sanity
+    checks of ``robench.flags``, so every page carries its flags; pass them to show others.
     """
     run_dir = Path(run_dir)
     frame = read_frame(run_dir)
@@ -136,6 +146,9 @@ def render(
         )
     other_name = next(name for name in PROTOCOLS if name != protocol_name)
     board = _Board(summarise(frame), frame, config)
+    if notes is None and footnotes is None:
+        classes = config.get("dataset", {}).get("classes")
+        notes, footnotes = flags.annotate(flags.check(frame, n_classes=len(classes) if classes else None))
 
     main = board.main_table(PROTOCOLS[protocol_name])
     if notes:
@@ -228,6 +241,8 @@ class _Board:
         table = self.robust_table(protocol)
         table.insert(1, "clean acc", [self.cell(s, "clean_acc") for s in self.strategies])
         table.insert(2, "balanced acc", [self.cell(s, "clean_bacc") for s in self.strategies])
+        if self.config.get("attack_samples"):
+            table.insert(3, "clean acc (attacked)", [self.cell(s, "attack_clean_acc") for s in self.strategies])
         table["trainable params"] = [self._params(s) for s in self.strategies]
         table["s/epoch"] = [self.cell(s, "seconds_per_epoch", scale=1, digits=1) for s in self.strategies]
         table["train s"] = [self.cell(s, "train_seconds", scale=1, digits=0) for s in self.strategies]
@@ -251,6 +266,9 @@ class _Board:
         return str(int(values[0]) if values else self.config.get("split", {}).get("n_test", UNKNOWN))
 
     def denominator(self, protocol: Protocol) -> str:
+        subset = self.config.get("attack_samples")
+        if subset:
+            return f"Denominator: {protocol.subset_denominator.format(n=subset['n'], of=subset['of'])}."
         return f"Denominator: {protocol.denominator.format(n_test=self._n_test())}."
 
     def legend(self, protocol: Protocol) -> str:
@@ -343,6 +361,10 @@ def _header(config: Mapping) -> str:
         f"- **created**: {get('created')}",
         f"- **protocol**: {config.get('protocol') or DEFAULT_PROTOCOL}",
     ]
+    subset = config.get("attack_samples")
+    if subset:
+        lines.append(f"- **attacks**: on a class-stratified subset of {subset['n']} of {subset['of']} test images, "
+                     f"the same for every strategy and seed; clean acc and balanced acc use all {subset['of']}")
     return "\n".join(lines) + f"\n\nCommand:\n\n```\n{get('command')}\n```"
 
 

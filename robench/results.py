@@ -34,14 +34,18 @@ ROW_FIELDS = (
     "seed",
     "attack",  # label, e.g. "pgd(steps=20)"; "none" for the clean-only row of a model
     "attack_name",
+    "attack_family",  # the plugin's family (robench.attack.FAMILIES), for the sanity flags
+    "attack_black_box",  # True for query-based attacks that never read gradients
     "eps",
     # clean metrics of the model (the same in every row of one strategy and seed)
     "n_test",
     "clean_acc",
     "clean_bacc",
     "majority_acc",  # always answering the training split's most frequent class
+    "n_attacked",  # test images the attacks run on: all of them, or the --attack-samples subset
+    "attack_clean_acc",  # clean accuracy on those images: robust_acc never exceeds it
     # robustness: two protocols, each with its own denominator
-    "robust_acc",  # over all test images; wrong-on-clean counts as a failure (RobustBench)
+    "robust_acc",  # over all attacked images; wrong-on-clean counts as a failure (RobustBench)
     "robust_bacc",  # balanced accuracy of the same predictions
     "n_clean_correct",
     "acc_on_correct",  # over the clean-correct images only (the seed study's protocol)

@@ -34,6 +34,7 @@ COMPARABLE = {
     "backbone": "--backbone",
     "weights": "--weights (sha256)",
     "image_size": "--image-size",
+    "attack_samples": "--attack-samples",
 }
 # Lists that a later command may extend; config.json keeps their union, old entries first.
 EXTENDABLE = ("strategies", "attacks", "eps", "seeds")
@@ -72,6 +73,7 @@ def comparable(config, prepared, strategies) -> dict:
         "split_fingerprint": split.fingerprint,
         "test_set": config.test_set,
         "test_images": hashlib.sha256("\n".join(sorted(test_ids)).encode()).hexdigest()[:12],
+        "attack_samples": config.attack_samples,
         "backbone": backbone.name,
         "weights": _weights_sha(backbone) or backbone.describe_weights(),
         "image_size": backbone.image_size,

@@ -23,10 +23,11 @@ import torch
 from robench import checkpoints, data, leaderboard, results, resume
 from robench.attack import Attack
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
+from robench.data.split import stratified_sample
 from robench.errors import PluginError, RobenchError
 from robench.evaluate import attack_sweep, clean_metrics, predict
 from robench.memory import PeakMemory
-from robench.metrics import majority_accuracy
+from robench.metrics import accuracy, majority_accuracy
 from robench.options import Spec, coerce, resolve
 from robench.progress import say
 from robench.registry import load_registry
@@ -54,6 +55,7 @@ class RunConfig:
     test_dir: Path | None = None
     recipe_overrides: dict = field(default_factory=dict)  # global --lr / --epochs / --batch-size
     attack_batch_size: int = 64
+    attack_samples: int | None = None  # attack a class-stratified subset of this many test images
     device: str = "auto"
     protocol: str = "all"
     command: str = ""
@@ -75,6 +77,7 @@ class Prepared:
     images: data.ImageSet
     split: data.Split
     test: data.ImageSet | None  # an external test set, or None for the split's test part
+    attacked: np.ndarray | None = None  # indices into the test set that attacks run on; None: all
 
 
 def run(config: RunConfig) -> tuple[Path, list[dict]]:
@@ -169,6 +172,10 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
         test_images, test_labels = _test_arrays(prepared)
         clean_preds = predict(model, test_images, config.attack_batch_size, device)
         base |= clean_metrics(test_labels, clean_preds) | train_info
+        if prepared.attacked is not None:
+            keep = torch.as_tensor(prepared.attacked)
+            test_images, test_labels, clean_preds = test_images[keep], test_labels[keep], clean_preds[keep]
+        base |= {"n_attacked": len(test_labels), "attack_clean_acc": accuracy(clean_preds == test_labels)}
     except Exception as exc:  # noqa: BLE001  (a failed cell is recorded, the run goes on)
         if needs_clean:
             yield base | _failure(exc, attack="none", attack_name="none", eps=0.0)
@@ -180,7 +187,8 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
         yield base | {"attack": "none", "attack_name": "none", "eps": 0.0, "status": "ok", "error": None,
                       "robust_acc": base["clean_acc"], "robust_bacc": base["clean_bacc"]}
     for attack in attacks:
-        cell = base | {"attack": attack.label, "attack_name": attack.plugin.name}
+        cell = base | {"attack": attack.label, "attack_name": attack.plugin.name,
+                       "attack_family": attack.plugin.family, "attack_black_box": attack.plugin.black_box}
         try:
             seed_everything(seed)
             # Every eps of the command, even those done: attacks with random starts draw them per
@@ -243,7 +251,11 @@ def prepare_data(config: RunConfig) -> Prepared:
     images = data.load(config.dataset, data_dir=config.data_dir, image_size=size, subset=config.subset)
     split = data.split(images, seed=config.split_seed)
     test = data.load_isic2018_test(config.test_dir, image_size=size) if config.test_set == "isic2018" else None
-    return Prepared(images, split, test)
+    prepared = Prepared(images, split, test)
+    if config.attack_samples is not None and config.attack_samples < len(_test_arrays(prepared)[1]):
+        # from the split alone, so every strategy and seed is attacked on the same images
+        prepared.attacked = stratified_sample(_test_arrays(prepared)[1].numpy(), config.attack_samples, seed=split.seed)
+    return prepared
 
 
 def _test_arrays(prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,6 +292,9 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         "eps": config.eps,
         "protocol": config.protocol,
         "format": results.FORMAT,
+        "attack_samples": None if prepared.attacked is None else {
+            "n": len(prepared.attacked), "of": len(_test_arrays(prepared)[1]), "seed": split.seed,
+            "how": "class-stratified subset of the test set, the same for every strategy and seed"},
         "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}
         | {"python": platform.python_version()},
         "device": str(resolve_device(config.device)),

@@ -1,6 +1,9 @@
-"""Attacks: FGSM against the analytic answer and torchattacks, sweeps, and the evaluator."""
+"""Attacks: FGSM against the analytic answer and torchattacks, PGD, AutoAttack and Square on a
+trained model, sweeps, and the evaluator."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
@@ -9,8 +12,10 @@ from torch import nn
 
 from robench.attack import Attack
 from robench.evaluate import attack_sweep, predict
+from robench_plugins.attacks.autoattack import AutoAttack
 from robench_plugins.attacks.fgsm import FGSM
 from robench_plugins.attacks.pgd import PGD
+from robench_plugins.attacks.square import Square
 
 
 def test_fgsm_equals_the_analytic_answer_on_a_linear_model():
@@ -85,3 +90,134 @@ def test_an_attack_that_leaves_its_eps_ball_is_refused(micro_model):
     preds = predict(micro_model, images, 4, "cpu")
     with pytest.raises(ValueError, match="exceeded eps"):
         attack_sweep(micro_model, _Cheater(), [0.01], images, preds, preds, 4, "cpu")
+
+
+# --- on a trained model: stronger attacks are stronger ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The micro ViT trained a few epochs on the synthetic set, with its test images in [0, 1].
+
+    A random model's logits are nearly flat, so any attack fools it; a trained one separates
+    attacks that work from attacks that only look like they do.
+    """
+    from robench import data
+    from robench.backbone import MICRO, BackboneSpec, Normalized, create_backbone
+    from robench.strategy import Recipe
+    from robench.train import to_pixels, train
+    from robench_plugins.strategies.full import Full
+
+    images = data.load("synthetic", image_size=32)
+    split = data.split(images, seed=0)
+    torch.manual_seed(0)
+    vit, mean, std = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)
+    model = Normalized(Full().adapt(vit), mean, std)
+    recipe = Recipe(epochs=6, lr=3e-3, batch_size=32, warmup_epochs=1)
+    train(model, Full(), recipe, (images.images[split.train], images.labels[split.train]),
+          (images.images[split.val], images.labels[split.val]), 7, 0, torch.device("cpu"))
+    model.eval().requires_grad_(False)
+    x, y = to_pixels(images.images[split.test]), images.labels[split.test]
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() > 0.7, "the fixture model should have learned"
+    return model, x, y
+
+
+def _robust(model, adv, labels) -> torch.Tensor:
+    with torch.no_grad():
+        return model(adv).argmax(1) == labels
+
+
+def test_pgd_is_not_weaker_than_fgsm_on_a_trained_model(trained):
+    """PGD maximises the loss, not the error, so it can miss a borderline image that FGSM's corner
+    fools (it does here: one of 103 at eps 0.02, for every step count and step size tried); it must
+    never be weaker by more than that, which is the tolerance of the family-order flag too."""
+    model, x, y = trained
+    one_image = 1 / len(y)
+    for eps in (0.01, 0.02, 0.03):
+        fgsm = _robust(model, FGSM().perturb(model, x, y, eps), y).float().mean()
+        torch.manual_seed(0)
+        pgd = _robust(model, PGD().perturb(model, x, y, eps), y).float().mean()
+        assert pgd <= fgsm + one_image + 1e-6, f"eps {eps}: pgd {pgd:.3f} vs fgsm {fgsm:.3f}"
+
+
+def test_pgd_restarts_keep_the_first_success_and_are_never_weaker(trained):
+    model, x, y = trained
+    eps, weak = 0.03, {"steps": 2, "alpha": 0.005}  # a weak PGD, so that where it starts matters
+    torch.manual_seed(0)
+    once = PGD(**weak).perturb(model, x, y, eps)
+    torch.manual_seed(0)
+    thrice = PGD(**weak, restarts=3).perturb(model, x, y, eps)
+    fooled_once, fooled_thrice = ~_robust(model, once, y), ~_robust(model, thrice, y)
+    assert not (fooled_once & ~fooled_thrice).any()  # fooled once -> fooled with restarts
+    assert torch.equal(thrice[fooled_once], once[fooled_once])  # and by the same, first, example
+    assert fooled_thrice.sum() > fooled_once.sum()  # fresh starts fool more
+    assert (thrice - x).abs().max() <= eps + 1e-6 and thrice.min() >= 0 and thrice.max() <= 1
+
+
+def test_pgd_restarts_need_random_starts():
+    with pytest.raises(ValueError, match="random_start"):
+        PGD(restarts=2, random_start=False)
+
+
+def test_autoattack_runs_with_seven_classes_without_warnings_and_beats_pgd(trained):
+    """torchattacks' default of 10 classes crashes here (IndexError in APGD-T); ours reads 7."""
+    model, x, y = trained
+    x, y, eps = x[::4], y[::4], 0.02  # every class (the test images are sorted by class)
+    attack = AutoAttack(steps=3, n_queries=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adv = attack.perturb(model, x, y, eps)
+    assert [str(w.message) for w in caught if "torchattacks" in w.filename] == []
+    assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    torch.manual_seed(0)
+    pgd = PGD().perturb(model, x, y, eps)
+    assert _robust(model, adv, y).sum() <= _robust(model, pgd, y).sum() < _robust(model, x, y).sum()
+    assert torch.equal(attack.perturb(model, x[:4], y[:4], eps), attack.perturb(model, x[:4], y[:4], eps))  # seeded
+    # the number of classes reaches every targeted component: 6 targets, not torchattacks' 9
+    components = attack.build(model, 0.03, n_classes=7)._autoattack.attacks
+    assert [type(c).__name__ for c in components] == ["APGD", "APGDT", "FAB", "Square"]
+    assert [getattr(c, "n_target_classes", None) for c in components] == [None, 6, 6, None]
+    assert [getattr(c, "steps", None) for c in components[:3]] == [3, 3, 3] and components[3].n_queries == 10
+
+
+def test_autoattack_needs_four_classes():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        AutoAttack().perturb(model, torch.rand(2, 3, 2, 2), torch.tensor([0, 1]), 0.01)
+
+
+def test_square_is_black_box_and_stays_in_the_ball(trained):
+    assert Square.black_box and not PGD.black_box and not AutoAttack.black_box and not FGSM.black_box
+    model, x, y = trained
+    # torchattacks' Square returns an image unchanged unless it fools the model, so give it a
+    # budget and an eps that fool a trained micro ViT, and check that it does.
+    adv = Square(n_queries=200).perturb(model, x[:8], y[:8], 0.1)
+    assert (adv - x[:8]).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert _robust(model, adv, y[:8]).sum() < _robust(model, x[:8], y[:8]).sum()
+
+
+class _BackwardFGSM(Attack):
+    """FGSM through ``loss.backward()``, as torchattacks' FAB computes its gradients."""
+
+    name = "backward_fgsm"
+    family = "single-step"
+
+    def perturb(self, model, images, labels, eps):
+        images = images.clone().requires_grad_(True)
+        nn.functional.cross_entropy(model(images), labels).backward()
+        return torch.clamp(images + eps * images.grad.sign(), 0, 1).detach()
+
+
+def test_an_attack_sweep_never_accumulates_gradients_into_the_model(micro_vit):
+    vit, mean, std = micro_vit
+    from robench.backbone import Normalized
+
+    model = Normalized(vit, mean, std).eval()  # parameters require grad, as after training
+    assert all(p.requires_grad for p in model.parameters())
+    images = _uint8(12, 6)
+    preds = predict(model, images, 12, "cpu")
+    for attack in (_BackwardFGSM(), FGSM(), PGD(steps=2), AutoAttack(steps=2, n_queries=5)):
+        attack_sweep(model, attack, [0.0, 0.02], images, preds, preds, 6, "cpu")
+        assert all(p.grad is None for p in model.parameters()), attack.name
+    assert all(p.requires_grad for p in model.parameters())  # given back as it was

@@ -53,3 +53,23 @@ def _hold_out(
         warnings.filterwarnings("ignore", message="The least populated class in y", category=UserWarning)
         kept, held_out = next(splitter.split(indices, labels[indices], groups[indices]))
     return indices[kept], indices[held_out]
+
+
+def stratified_sample(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `size` items drawn in each class's share of `labels`, the same for the same input.
+
+    For attacks too slow for a whole test split: every model is attacked on these same images.
+    Each class gets one item first (when `size` allows), then the rest goes by largest
+    remainder of its exact share, so rare classes stay in and balanced accuracy stays defined.
+    """
+    labels = np.asarray(labels)
+    if size >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.minimum(counts, 1) if size >= len(classes) else np.zeros_like(counts)
+    exact = size * counts / counts.sum()
+    while quota.sum() < size:
+        quota[np.argmax(np.where(quota < counts, exact - quota, -np.inf))] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen))
