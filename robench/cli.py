@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=["all", "correct"], default="all",
                      help="headline robust accuracy: over all test images (default) or the clean-correct subset")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    run.add_argument("--train-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                     help="training forward passes in bf16 autocast (weights stay fp32) or fp32; auto (default): bf16 on CUDA, fp32 on a CPU")
+    run.add_argument("--attack-precision", choices=["fp32", "bf16"], default="fp32",
+                     help="attack forward passes in fp32 (default) or bf16 autocast (CUDA only)")
+    run.add_argument("--channels-last", action="store_true", help="channels-last memory layout for images and convolution weights")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model while it trains (pays off on long GPU runs)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="run the models one after another here (default) or in parallel on Ray (pip install \"robench[ray]\")")
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="join this Ray cluster (e.g. auto, or ray://HOST:10001); default: start a local Ray instance")
+    run.add_argument("--ray-gpus-per-task", type=float, metavar="SHARE",
+                     help="share of a GPU each model reserves on Ray, e.g. 0.25 for four models per GPU (default 1 on CUDA)")
     run.add_argument("--out", type=Path, help="run directory (default runs/<name>); running again on it resumes the run")
     run.add_argument("--name", help="leaderboard name (default: the --out folder's name, else <dataset>-<backbone>-<time>)")
     run.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"), help="where the markdown goes")
@@ -133,6 +145,13 @@ def cmd_run(args, argv) -> int:
         attack_batch_size=args.attack_batch_size,
         attack_samples=args.attack_samples,
         device=args.device,
+        train_precision=args.train_precision,
+        attack_precision=args.attack_precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_gpus_per_task=args.ray_gpus_per_task,
         protocol=args.protocol,
         out=args.out or Path("runs") / name,
         leaderboard_dir=args.leaderboard_dir,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from robench.attack import Attack
+from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy
 from robench.progress import progress
 from robench.train import to_pixels
@@ -46,14 +47,19 @@ def attack_sweep(
     batch_size: int,
     device,
     label: str = "",
+    precision: str = "fp32",
 ) -> dict[float, dict]:
-    """Attack the clean-correct test images at every eps; return the metrics of each eps."""
+    """Attack the clean-correct test images at every eps; return the metrics of each eps.
+
+    ``precision="bf16"`` runs the attack's forward passes, and the check of what survived them,
+    under bf16 autocast on CUDA; the images, perturbations and eps checks stay fp32.
+    """
     model.eval()
     correct = (clean_preds == labels).nonzero().flatten()
     survived = {eps: torch.zeros(len(labels), dtype=torch.bool) for eps in eps_values}
     started = time.perf_counter()
     chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
-    with frozen(model):
+    with frozen(model), autocast(device, precision):
         for chunk in progress(chunks, desc=f"attack {label}", unit="batch"):
             x = to_pixels(images[chunk].to(device))
             y = labels[chunk].to(device)

@@ -4,7 +4,7 @@ Running a command again on the same ``--out`` continues where it stopped: cells 
 there with status ok are not run again, failed cells are retried (their new row supersedes the
 old one), and new strategies, attacks, eps or seeds extend the run. Settings that would make new
 rows incomparable with the old ones (the data, the split, the test set, the backbone and its
-weights, the image size, a strategy's recipe) must match, or the run refuses in one line before
+weights, the image size, a strategy's recipe, the training and attack precision) must match, or the run refuses in one line before
 anything trains.
 """
 
@@ -35,7 +35,11 @@ COMPARABLE = {
     "weights": "--weights (sha256)",
     "image_size": "--image-size",
     "attack_samples": "--attack-samples",
+    "train_precision": "--train-precision",
+    "attack_precision": "--attack-precision",
 }
+# What a run written before a setting of COMPARABLE existed used: it compares as that value.
+BEFORE_RECORDED = {"train_precision": "fp32", "attack_precision": "fp32"}
 # Lists that a later command may extend; config.json keeps their union, old entries first.
 EXTENDABLE = ("strategies", "attacks", "eps", "seeds")
 
@@ -74,6 +78,8 @@ def comparable(config, prepared, strategies) -> dict:
         "test_set": config.test_set,
         "test_images": hashlib.sha256("\n".join(sorted(test_ids)).encode()).hexdigest()[:12],
         "attack_samples": config.attack_samples,
+        "train_precision": config.train_precision,
+        "attack_precision": config.attack_precision,
         "backbone": backbone.name,
         "weights": _weights_sha(backbone) or backbone.describe_weights(),
         "image_size": backbone.image_size,
@@ -125,9 +131,10 @@ def _check_format(out: Path, old: dict) -> None:
 
 def _check_comparable(out: Path, old: dict, new: dict) -> None:
     for field, name in COMPARABLE.items():
-        if old.get(field) != new[field]:
+        before = old.get(field, BEFORE_RECORDED.get(field))
+        if before != new[field]:
             raise RobenchError(
-                f"{out} holds results with {name} {_show(old.get(field))}, this command has {_show(new[field])}: their rows would not be "
+                f"{out} holds results with {name} {_show(before)}, this command has {_show(new[field])}: their rows would not be "
                 f"comparable; use the same setting to resume or extend that run, or pass another --out"
             )
     for label in sorted(set(old["recipes"]) & set(new["recipes"])):

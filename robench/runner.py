@@ -11,8 +11,9 @@ import copy
 import os
 import platform
 import random
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robench import checkpoints, data, leaderboard, results, resume
+from robench import checkpoints, compute, data, executors, leaderboard, results, resume
 from robench.attack import Attack
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.data.split import stratified_sample
@@ -59,6 +60,13 @@ class RunConfig:
     device: str = "auto"
     protocol: str = "all"
     command: str = ""
+    train_precision: str = "auto"  # bf16 autocast on CUDA, fp32 on a CPU (robench.compute)
+    attack_precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    executor: str = "local"  # or "ray" (robench.executors)
+    ray_address: str | None = None
+    ray_gpus_per_task: float | None = None
 
 
 @dataclass
@@ -88,13 +96,31 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     """
     strategies, attacks = plan(config)
     device = resolve_device(config.device)
+    config = settle(config, device)
+    executor = executors.choose(config.executor, config.ray_address, config.ray_gpus_per_task)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
     make_out_dir(config.out)
     with resume.exclusive(config.out), deterministic():
-        return _run_grid(config, strategies, attacks, device)
+        return _run_grid(config, strategies, attacks, device, executor)
 
 
-def _run_grid(config: RunConfig, strategies: list[Planned], attacks: list[Planned], device) -> tuple[Path, list[dict]]:
+def settle(config: RunConfig, device: torch.device) -> RunConfig:
+    """The config with what depends on the device decided (``auto`` precision, a task's GPU share),
+    refused in one line where it does not fit the device, and with absolute paths, which a Ray
+    worker in another directory (or on another machine) reads the same."""
+    weights = config.backbone.weights
+    return replace(
+        config,
+        train_precision=compute.resolve_precision(config.train_precision, device, "--train-precision"),
+        attack_precision=compute.resolve_precision(config.attack_precision, device, "--attack-precision"),
+        ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device),
+        out=Path(config.out).absolute(),
+        backbone=replace(config.backbone, weights=None if weights is None else Path(weights).absolute()),
+    )
+
+
+def _run_grid(config: RunConfig, strategies: list[Planned], attacks: list[Planned], device,
+              executor=executors.local) -> tuple[Path, list[dict]]:
     num_classes = len(data.HAM10000_CLASSES)
     prepared = prepare_data(config)
     vit, _, _ = create_backbone(config.backbone, num_classes)  # weights that do not fit fail before any training
@@ -107,10 +133,15 @@ def _run_grid(config: RunConfig, strategies: list[Planned], attacks: list[Planne
     done = resume.finished(results.read_rows(config.out))
 
     failed = []
-    for strategy in strategies:
-        for seed in config.seeds:
+    cells = [(strategy, seed) for strategy in strategies for seed in config.seeds]
+    context = dict(config=config, attacks=attacks, prepared=prepared, device=device, num_classes=num_classes, done=done)
+    with closing(executor(model_rows, cells, context)) as finished_models:
+        for finished in finished_models:
+            strategy, seed = finished.cell
             fresh = 0
-            for row in run_model(config, strategy, attacks, seed, prepared, device, num_classes, done):
+            if finished.error is not None:
+                finished.rows = lost_model_rows(config, strategy, attacks, seed, done, finished.error)
+            for row in finished.rows:
                 row |= {"majority_acc": majority}
                 results.append_row(config.out, row)
                 fresh += 1
@@ -149,6 +180,25 @@ def check_strategies_fit(strategies: list[Planned], vit: torch.nn.Module) -> Non
     ViT without a CLS token, LoRA targets it lacks) fails before any model trains."""
     for strategy in strategies:
         strategy.plugin.adapt(copy.deepcopy(vit))
+
+
+def model_rows(strategy: Planned, seed: int, *, config: RunConfig, attacks: list[Planned], prepared: Prepared, device,
+               num_classes: int, done: frozenset | set = frozenset()) -> Iterator[dict]:
+    """The work of one (strategy, seed) cell of the grid, as every executor runs it: its rows.
+
+    Deterministic kernels are switched on here too, since a Ray task runs in a process of its own.
+    """
+    with deterministic():
+        yield from run_model(config, strategy, attacks, seed, prepared, device, num_classes, done)
+
+
+def lost_model_rows(config: RunConfig, strategy: Planned, attacks: list[Planned], seed: int, done, error: BaseException) -> list[dict]:
+    """A failed row for each cell still to do of a model whose work was lost outside run_model's own
+    error handling (a Ray worker killed for memory, a machine gone); a resumed run retries them."""
+    base = {"strategy": strategy.label, "strategy_name": strategy.plugin.name, "seed": seed}
+    cells = [("none", "none", 0.0)] + [(a.label, a.plugin.name, eps) for a in attacks for eps in config.eps]
+    return [base | _failure(error, attack=label, attack_name=name, eps=eps)
+            for label, name, eps in cells if resume.cell(strategy.label, seed, label, eps) not in done]
 
 
 def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prepared: Prepared, device, num_classes,
@@ -194,7 +244,8 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
             # Every eps of the command, even those done: attacks with random starts draw them per
             # sweep, so only the same sweep gives the rows an uninterrupted run would have written.
             metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,
-                                   config.attack_batch_size, device, label=f"{strategy.label} {attack.label}")
+                                   config.attack_batch_size, device, label=f"{strategy.label} {attack.label}",
+                                   precision=config.attack_precision)
         except Exception as exc:  # noqa: BLE001
             for eps in missing_eps(attack.label):
                 yield cell | _failure(exc, "attack", eps=eps)
@@ -217,14 +268,18 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     stored = checkpoints.path_for(config.out, key)
     info = checkpoints.load(stored, adapted, own_buffers, key)
     if info is not None:  # trained by an earlier run of this out dir
-        return _for_evaluation(strategy, adapted, mean, std, device), info
+        return _for_evaluation(strategy, adapted, mean, std, device, config.channels_last), info
+    if config.channels_last:
+        compute.use_channels_last(model)
+    if config.compile:
+        compute.compile_in_place(model)  # the model trained here; the evaluated one is rebuilt below
     images, split = prepared.images, prepared.split
+    train_data = compute.on_device_if_fits((images.images[split.train], images.labels[split.train],
+                                            images.images[split.val], images.labels[split.val]), device)
     with PeakMemory(device) as memory:
         result = train(
-            model, strategy.plugin, strategy.recipe,
-            (images.images[split.train], images.labels[split.train]),
-            (images.images[split.val], images.labels[split.val]),
-            num_classes, seed, device, label=f"{strategy.label} seed {seed}",
+            model, strategy.plugin, strategy.recipe, train_data[:2], train_data[2:],
+            num_classes, seed, device, label=f"{strategy.label} seed {seed}", precision=config.train_precision,
         )
     info = {
         "trainable_params": trainable,
@@ -233,17 +288,17 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,
         "seconds_per_epoch": result.seconds / result.epochs,
-        "peak_mem_mb": memory.mb,
+        "peak_mem_mb": memory.mb - compute.device_bytes(train_data) / 2**20,  # the model's, not the data's
     }
     checkpoints.save(stored, adapted, own_buffers, key, info)
-    return _for_evaluation(strategy, adapted, mean, std, device), info
+    return _for_evaluation(strategy, adapted, mean, std, device, config.channels_last), info
 
 
-def _for_evaluation(strategy: Planned, adapted, mean, std, device) -> Normalized:
+def _for_evaluation(strategy: Planned, adapted, mean, std, device, channels_last: bool = False) -> Normalized:
     """The trained model as it is evaluated and attacked: eval mode, nothing requires grad."""
     final = Normalized(strategy.plugin.for_evaluation(adapted), mean, std).to(device).eval()
     final.requires_grad_(False)
-    return final
+    return compute.use_channels_last(final) if channels_last else final
 
 
 def prepare_data(config: RunConfig) -> Prepared:
@@ -298,6 +353,10 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}
         | {"python": platform.python_version()},
         "device": str(resolve_device(config.device)),
+        "precision": {"train": config.train_precision, "attack": config.attack_precision},
+        "execution": {"executor": config.executor, "ray_address": config.ray_address,
+                      "ray_gpus_per_task": config.ray_gpus_per_task, "channels_last": config.channels_last,
+                      "compile": config.compile},
     }
 
 

@@ -17,6 +17,7 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 
 from robench.backbone import Normalized
+from robench.compute import autocast
 from robench.errors import RobenchError
 from robench.metrics import balanced_accuracy
 from robench.progress import progress
@@ -109,11 +110,14 @@ def train(
     device: torch.device,
     use_cached_features: bool = True,
     label: str = "",
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train ``model`` (whose inner model the strategy adapted) and keep the best epoch's weights.
 
     ``train_set`` and ``val_set`` are (uint8 images, labels). Batches are drawn from a generator
-    seeded with ``seed``, so the same call gives the same model.
+    seeded with ``seed``, so the same call gives the same model. ``precision="bf16"`` runs the
+    forward passes and the loss under bf16 autocast on CUDA (robench.compute.autocast); the
+    weights and the optimizer stay fp32.
     """
     adapted = model.model
     started = time.perf_counter()
@@ -122,8 +126,9 @@ def train(
     cached = use_cached_features and not recipe.augment and head_only(adapted)
     if cached:
         trained = optimized = adapted.get_classifier()
-        train_inputs = frozen_features(model, train_inputs, recipe.batch_size, device)
-        val_inputs = frozen_features(model, val_inputs, recipe.batch_size, device)
+        with autocast(device, precision):
+            train_inputs = frozen_features(model, train_inputs, recipe.batch_size, device)
+            val_inputs = frozen_features(model, val_inputs, recipe.batch_size, device)
 
         def forward(x, generator=None):
             return trained(x)
@@ -155,7 +160,8 @@ def train(
     for epoch in progress(range(1, recipe.epochs + 1), desc=f"train {label}", unit="epoch"):
         set_train_mode()
         for batch in torch.randperm(len(train_labels), generator=generator).split(recipe.batch_size):
-            loss = loss_fn(forward(train_inputs[batch], generator), train_labels[batch])
+            with autocast(device, precision):
+                loss = loss_fn(forward(train_inputs[batch], generator), train_labels[batch])
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} in epoch {epoch}: lower the learning rate (:lr=...) or use --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -163,7 +169,7 @@ def train(
             optimizer.step()
             scheduler.step()
         trained.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             preds = torch.cat([forward(chunk).argmax(1) for chunk in val_inputs.split(recipe.batch_size)])
         val_bacc = balanced_accuracy(val_labels, preds == val_labels)
         if val_bacc > best_bacc:

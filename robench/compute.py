@@ -1,0 +1,90 @@
+"""How a model computes on its device: numeric precision, memory layout, compilation, data placement.
+
+These are speed options for a GPU. Precision changes the numbers, so it is recorded in
+config.json and must match for a run to be resumed; channels-last and compilation only change
+float rounding, and keeping the data on the GPU changes nothing but time. On a CPU, bf16 is
+refused and the data stays where it is; channels-last and compilation work there too (compiling
+on a CPU is slow: it pays only for long runs).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+from robench.errors import RobenchError
+
+PRECISIONS = ("fp32", "bf16")
+# Keep the uint8 training data on the GPU when it takes at most this share of the free memory;
+# the rest is for the model, its activations and the optimizer.
+DATA_SHARE_OF_FREE_MEMORY = 0.25
+
+
+def resolve_precision(name: str, device: torch.device, flag: str) -> str:
+    """``auto`` -> bf16 on CUDA, fp32 elsewhere; bf16 asked for off CUDA is refused in one line."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name not in PRECISIONS:
+        raise RobenchError(f"{flag} {name!r}: use {', '.join(PRECISIONS)}")
+    if name == "bf16" and device.type != "cuda":
+        raise RobenchError(f"{flag} bf16 needs a CUDA device and this run is on {device.type}: use {flag} fp32 or --device cuda")
+    return name
+
+
+def autocast(device: torch.device | str, precision: str) -> AbstractContextManager:
+    """bf16 autocast on CUDA for ``precision == "bf16"``; a context that does nothing otherwise.
+
+    Autocast runs matmuls and convolutions in bf16 and keeps reductions such as the loss in
+    fp32; the parameters, their gradients and the optimizer's state stay fp32 (bf16 has fp32's
+    exponent range, so no loss scaling is needed).
+    """
+    if precision == "bf16" and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def use_channels_last(model: nn.Module) -> nn.Module:
+    """Store 4-D weights (a ViT's patch embedding) channels-last and feed the model channels-last
+    images; in place, so the module tree and state_dict keys stay as they were."""
+    model.to(memory_format=torch.channels_last)
+    model.register_forward_pre_hook(_channels_last_input)
+    return model
+
+
+def _channels_last_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
+def compile_in_place(model: nn.Module) -> nn.Module:
+    """Compile the model's forward with torch.compile, keeping the model itself.
+
+    ``torch.compile(model)`` returns a wrapper whose state_dict keys start with ``_orig_mod.``,
+    so checkpoints written from it would not load into an uncompiled model. ``Module.compile``
+    compiles the module's call in place: the same object, the same keys, the same submodules
+    (a VPT or LoRA model inside stays reachable for the optimizer and the checkpoint).
+    """
+    if not hasattr(model, "compile"):
+        raise RobenchError(f"--compile needs torch 2.2 or later (this is torch {torch.__version__}): upgrade torch or drop --compile")
+    model.compile()
+    return model
+
+
+def on_device_if_fits(tensors: tuple[torch.Tensor, ...], device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """Move ``tensors`` to the GPU at once when they fit in a share of its free memory, so that
+    training reads batches from GPU memory instead of copying each batch from the host every
+    epoch; leave them where they are otherwise (and always on a CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return tensors
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    free, _ = torch.cuda.mem_get_info(device)
+    if size > DATA_SHARE_OF_FREE_MEMORY * free:
+        return tensors
+    return tuple(t.to(device) for t in tensors)
+
+
+def device_bytes(tensors: tuple[torch.Tensor, ...]) -> int:
+    """Bytes of ``tensors`` that sit in GPU memory (what on_device_if_fits moved there)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)

@@ -1,0 +1,100 @@
+"""Executors: the grid on Ray gives the rows of the sequential run; Ray only when asked for it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robench import executors, runner
+from robench.cli import main
+from robench.results import read_rows
+from robench_plugins.attacks.fgsm import FGSM
+from robench_plugins.strategies.full import Full
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = ("train_seconds", "seconds_per_epoch", "attack_seconds", "peak_mem_mb")
+GRID = ["--dataset", "synthetic", "--subset", "200", "--epochs", "2", "--seeds", "0,1", "--quiet",
+        "--strategies", "full,linear_probe", "--attacks", "fgsm", "--eps", "0.01"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def by_cell(rows: list[dict]) -> list[str]:
+    """Rows minus timings, in cell order: Ray writes them in the order its tasks finish."""
+    rows = sorted(rows, key=lambda r: (r["strategy"], r["seed"], r["attack"], r["eps"]))
+    return [json.dumps({k: v for k, v in row.items() if k not in TIMING}, sort_keys=True) for row in rows]
+
+
+def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    assert run_cli(capsys, "run", *GRID, "--out", str(tmp_path / "local"), "--leaderboard-dir", str(tmp_path))[0] == 0
+    monkeypatch.setattr(runner, "train", None)  # the models train in Ray's worker processes, not in this one
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="error")
+    try:
+        code, _, err = run_cli(capsys, "run", *GRID, "--executor", "ray", "--out", str(tmp_path / "ray"),
+                               "--leaderboard-dir", str(tmp_path))
+        assert code == 0, err
+        assert ray.is_initialized()  # an instance the caller started is left to the caller
+    finally:
+        ray.shutdown()
+    local, on_ray = read_rows(tmp_path / "local"), read_rows(tmp_path / "ray")
+    assert len(local) == 2 * 2 * 2 and {r["status"] for r in on_ray} == {"ok"}
+    assert by_cell(local) == by_cell(on_ray)
+    assert len(list((tmp_path / "ray" / "checkpoints").glob("*.safetensors"))) == 4  # written by the tasks
+    config = json.loads((tmp_path / "ray" / "config.json").read_text())
+    assert config["execution"]["executor"] == "ray" and config["execution"]["ray_gpus_per_task"] == 0.0
+
+
+def test_ray_not_installed_is_one_line_saying_what_to_install(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    code, _, err = run_cli(capsys, "run", *GRID, "--executor", "ray", "--out", str(tmp_path / "run"))
+    assert code == 2 and err.count("\n") == 1 and 'pip install "robench[ray]"' in err, err
+
+
+def test_the_local_executor_does_not_import_ray(tmp_path):
+    argv = ["run", *GRID, "--seeds", "0", "--strategies", "linear_probe", "--out", str(tmp_path / "run"),
+            "--leaderboard-dir", str(tmp_path)]
+    script = f"import sys; from robench.cli import main; assert main({argv!r}) == 0; assert 'ray' not in sys.modules, 'ray imported'"
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_model_whose_task_died_gets_failed_rows_and_the_next_run_retries_it(capsys, tmp_path, monkeypatch):
+    """What the driver does when a Ray worker dies (killed for memory, machine lost), without Ray."""
+    lost = RuntimeError("worker died")
+
+    def dying_first(work, cells, context):
+        first, *rest = cells
+        yield executors.Finished(first, [], lost)
+        yield from executors.local(work, rest, context)
+
+    argv = ["run", *GRID, "--seeds", "0", "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path)]
+    monkeypatch.setattr(executors, "choose", lambda *args: dying_first)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and "failed: full seed 0 none@0.0: RuntimeError: worker died" in err
+    rows = read_rows(tmp_path / "run")
+    assert [(r["strategy"], r["attack"], r["status"]) for r in rows] == [
+        ("full", "none", "failed"), ("full", "fgsm", "failed"), ("linear_probe", "none", "ok"), ("linear_probe", "fgsm", "ok")]
+
+    monkeypatch.setattr(executors, "choose", lambda *args: executors.local)
+    assert run_cli(capsys, *argv)[0] == 0
+    retried = read_rows(tmp_path / "run")[4:]
+    assert [(r["strategy"], r["attack"], r["status"]) for r in retried] == [("full", "none", "ok"), ("full", "fgsm", "ok")]
+
+
+def test_lost_model_rows_cover_only_the_cells_still_to_do():
+    config = runner.RunConfig(dataset="synthetic", backbone=None, strategies=[], attacks=[], eps=[0.01, 0.02], seeds=[0],
+                              out=Path("."), leaderboard_dir=Path("."), name="t")
+    strategy, attack = runner.Planned("full", Full()), runner.Planned("fgsm", FGSM())
+    done = {("full", 0, "none", 0.0), ("full", 0, "fgsm", 0.01)}
+    rows = runner.lost_model_rows(config, strategy, [attack], 0, done, MemoryError("killed"))
+    assert [(r["attack"], r["eps"], r["status"], r["error"]) for r in rows] == [("fgsm", 0.02, "failed", "MemoryError: killed")]
+
