@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--name", help="file name (default: the run's name)")
     board.set_defaults(handler=cmd_leaderboard)
 
+    plot = commands.add_parser("plot", help="(re)make the accuracy-vs-eps PNGs of a run directory, one per attack")
+    plot.add_argument("run_dir", type=Path)
+    plot.add_argument("--out", type=Path, help="folder for the PNGs (default: the run directory)")
+    plot.add_argument("--name", help="file name prefix, as the leaderboard's --name (default: the run's name)")
+    plot.set_defaults(handler=cmd_plot)
+
     data_cmd = commands.add_parser("data", help="get datasets").add_subparsers(dest="data_command", required=True)
     download = data_cmd.add_parser("download", help="download a dataset release, checksum-verified and resumable")
     download.add_argument("dataset", choices=["ham10000"])
@@ -150,6 +156,20 @@ def cmd_leaderboard(args, argv) -> int:
     if not args.run_dir.is_dir():
         raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
     print(leaderboard.write(args.run_dir, args.leaderboard_dir, args.name))
+    return 0
+
+
+def cmd_plot(args, argv) -> int:
+    from robench.plots import write_plots
+
+    if not args.run_dir.is_dir():
+        raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
+    out = args.out or args.run_dir
+    plots = write_plots(args.run_dir, [out], args.name)
+    if not plots:
+        raise RobenchError(f"nothing to plot in {args.run_dir}: its results.jsonl has no attacked cells")
+    for _, file in plots:
+        print(out / file)
     return 0
 
 
