@@ -41,8 +41,9 @@ def local(work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
 class Ray:
     """Run every cell as a Ray task, as many at once as the cluster's CPUs and GPUs allow.
 
-    ``address`` joins an existing cluster (None: join the instance this process already
-    started, else start a local one and shut it down at the end). ``context`` (the data, the
+    A Ray instance this process already started (a notebook, a test) is used and left running;
+    otherwise ``ray.init(address)`` joins the cluster at ``address``, or with None starts a local
+    instance, and shuts it down at the end. ``context`` (the data, the
     config) goes to the object store once and every task reads it from there. A task returns its
     rows when its model is done, so an interrupted task loses that model's rows (not its
     checkpoint). With several machines the run's ``--out`` must be on a filesystem all of them

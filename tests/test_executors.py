@@ -43,6 +43,10 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
                                "--leaderboard-dir", str(tmp_path))
         assert code == 0, err
         assert ray.is_initialized()  # an instance the caller started is left to the caller
+        # a task that raises loses its cell, with the task's own exception, and the others go on
+        finished = {f.cell: f for f in executors.Ray()(range, [(0, 3), (0, "x")], {})}
+        assert finished[(0, 3)].rows == [0, 1, 2] and finished[(0, 3)].error is None
+        assert isinstance(finished[(0, "x")].error, TypeError) and finished[(0, "x")].rows == []
     finally:
         ray.shutdown()
     local, on_ray = read_rows(tmp_path / "local"), read_rows(tmp_path / "ray")
