@@ -2,7 +2,7 @@
 
 Running a command again on the same ``--out`` continues where it stopped: cells whose row is
 there with status ok are not run again, failed cells are retried (their new row supersedes the
-old one), and new strategies, attacks, eps or seeds extend the run. Settings that would make new
+old one), and new strategies, defenses, attacks, eps or seeds extend the run. Settings that would make new
 rows incomparable with the old ones (the data, the split, the test set, the backbone and its
 weights, the image size, a strategy's recipe) must match, or the run refuses in one line before
 anything trains.
@@ -37,7 +37,7 @@ COMPARABLE = {
     "attack_samples": "--attack-samples",
 }
 # Lists that a later command may extend; config.json keeps their union, old entries first.
-EXTENDABLE = ("strategies", "attacks", "eps", "seeds")
+EXTENDABLE = ("strategies", "attacks", "eps", "seeds", "defenses")
 
 
 @contextmanager

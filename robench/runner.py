@@ -1,4 +1,4 @@
-"""Runs the grid: for each strategy and seed, train; then each attack at each eps; a row per cell.
+"""Runs the grid: for each strategy, defense and seed, train; then each attack at each eps; a row per cell.
 
 Everything that can be checked is checked before the first model trains (names, options,
 recipes, backbone and weights, data), so bad input costs seconds, not hours. A cell that fails
@@ -24,6 +24,7 @@ from robench import checkpoints, data, leaderboard, results, resume
 from robench.attack import Attack
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.data.split import stratified_sample
+from robench.defense import NONE, Defense, combined_label
 from robench.errors import PluginError, RobenchError
 from robench.evaluate import attack_sweep, clean_metrics, predict
 from robench.memory import PeakMemory
@@ -59,15 +60,18 @@ class RunConfig:
     device: str = "auto"
     protocol: str = "all"
     command: str = ""
+    defenses: list[Spec] = field(default_factory=lambda: [Spec(NONE, NONE)])  # "none": train without one
 
 
 @dataclass
 class Planned:
-    """A strategy or attack resolved from its spec, ready to run."""
+    """A strategy (with the defense it trains under, if any), an attack or a defense resolved from
+    its spec, ready to run. A defended strategy's label is the combined one: ``full + pgd_at``."""
 
     label: str
-    plugin: Strategy | Attack
+    plugin: Strategy | Attack | Defense
     recipe: Recipe | None = None
+    defense: Planned | None = None
 
 
 @dataclass
@@ -141,14 +145,34 @@ def plan(config: RunConfig) -> tuple[list[Planned], list[Planned]]:
     attacks = [Planned(spec.label, resolve(registry, "attack", spec)[0]) for spec in config.attacks]
     _refuse_duplicates([p.label for p in strategies], "strategy")
     _refuse_duplicates([p.label for p in attacks], "attack")
+    defenses = plan_defenses(registry, config.defenses)
+    strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
     return strategies, attacks
+
+
+def plan_defenses(registry, specs: list[Spec]) -> list[Planned | None]:
+    """Resolve ``--defenses``; ``none`` (no defense, an undefended model) becomes None."""
+    defenses = []
+    for spec in specs:
+        if spec.name == NONE and spec.options:
+            raise PluginError(f"defense {NONE!r} takes no options, got {spec.text!r}: write none, or a defense with options like pgd_at:eps=0.01")
+        defenses.append(None if spec.name == NONE else Planned(spec.label, resolve(registry, "defense", spec)[0]))
+    _refuse_duplicates([spec.label for spec in specs], "defense")
+    return defenses
+
+
+def _defended(strategy: Planned, defense: Planned | None) -> Planned:
+    """The strategy trained under ``defense``, labelled ``strategy + defense`` (as is, without one)."""
+    if defense is None:
+        return strategy
+    return Planned(combined_label(strategy.label, defense.label), strategy.plugin, strategy.recipe, defense)
 
 
 def check_strategies_fit(strategies: list[Planned], vit: torch.nn.Module) -> None:
     """Adapt a copy of the backbone with each strategy, so that one which cannot serve it (VPT on a
     ViT without a CLS token, LoRA targets it lacks) fails before any model trains."""
-    for strategy in strategies:
-        strategy.plugin.adapt(copy.deepcopy(vit))
+    for plugin in {id(strategy.plugin): strategy.plugin for strategy in strategies}.values():  # once per strategy, not per defense
+        plugin.adapt(copy.deepcopy(vit))
 
 
 def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prepared: Prepared, device, num_classes,
@@ -158,7 +182,9 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
     Cells in ``done`` (see resume.finished) are not yielded again; an attack whose every eps is
     done is not run, and a model with every cell done is neither trained nor loaded.
     """
-    base = {"strategy": strategy.label, "strategy_name": strategy.plugin.name, "seed": seed}
+    base = {"strategy": strategy.label, "strategy_name": strategy.plugin.name, "seed": seed,
+            "defense": strategy.defense.label if strategy.defense else NONE,
+            "defense_name": strategy.defense.plugin.name if strategy.defense else NONE}
 
     def missing_eps(attack: str) -> list[float]:
         return [eps for eps in config.eps if resume.cell(strategy.label, seed, attack, eps) not in done]
@@ -225,6 +251,7 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
             (images.images[split.train], images.labels[split.train]),
             (images.images[split.val], images.labels[split.val]),
             num_classes, seed, device, label=f"{strategy.label} seed {seed}",
+            defense=strategy.defense.plugin if strategy.defense else None,
         )
     info = {
         "trainable_params": trainable,
@@ -288,6 +315,7 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         },
         "seeds": config.seeds,
         "strategies": [s.label for s in config.strategies],
+        "defenses": [d.label for d in config.defenses],
         "attacks": [a.label for a in config.attacks],
         "eps": config.eps,
         "protocol": config.protocol,
