@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=cmd_list)
 
     run = commands.add_parser("run", help="train, attack and write results and a leaderboard")
+    run.add_argument("--config", type=Path, help="TOML file of settings, keys named like these flags; flags typed here win")
+    run.add_argument("--preset", help="a run shipped with robench, by name; `list` lists them (see `robench presets`)")
     run.add_argument("--dataset", default="ham10000", help="ham10000 (default) or synthetic (offline, no files needed)")
     run.add_argument("--data-dir", type=Path, help="HAM10000 folder (default: $ROBENCH_DATA_DIR or the download cache)")
     run.add_argument("--subset", type=int, help="use a class-stratified subset of about N images (whole lesions)")
@@ -73,11 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
     run.set_defaults(handler=cmd_run)
 
+    presets = commands.add_parser("presets", help="list the run presets shipped with robench, or print one to copy")
+    presets.add_argument("preset", nargs="?", help="print this preset's TOML, e.g. to redirect into a file and edit")
+    presets.set_defaults(handler=cmd_presets)
+
     board = commands.add_parser("leaderboard", help="(re)write the markdown leaderboard of a run directory")
     board.add_argument("run_dir", type=Path)
     board.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
     board.add_argument("--name", help="file name (default: the run's name)")
     board.set_defaults(handler=cmd_leaderboard)
+
+    plot = commands.add_parser("plot", help="(re)make the accuracy-vs-eps PNGs of a run directory, one per attack")
+    plot.add_argument("run_dir", type=Path)
+    plot.add_argument("--out", type=Path, help="folder for the PNGs (default: the run directory)")
+    plot.add_argument("--name", help="file name prefix, as the leaderboard's --name (default: the run's name)")
+    plot.set_defaults(handler=cmd_plot)
 
     data_cmd = commands.add_parser("data", help="get datasets").add_subparsers(dest="data_command", required=True)
     download = data_cmd.add_parser("download", help="download a dataset release, checksum-verified and resumable")
@@ -110,6 +122,10 @@ def cmd_run(args, argv) -> int:
     from robench.progress import set_quiet
     from robench.runner import RunConfig, run
 
+    if args.preset == "list":
+        return cmd_presets(argparse.Namespace(preset=None), argv)
+    if args.config is not None or args.preset is not None:
+        args, argv = _with_run_file(args, argv)
     set_quiet(args.quiet)
     synthetic = args.dataset == "synthetic"
     backbone = args.backbone or (SYNTHETIC_BACKBONE if synthetic else DEFAULT_BACKBONE)
@@ -152,12 +168,85 @@ def cmd_run(args, argv) -> int:
     return 0
 
 
+def cmd_presets(args, argv) -> int:
+    from robench import config_file
+
+    if args.preset is not None:
+        print(config_file.preset_text(args.preset), end="")
+        return 0
+    found = config_file.presets()
+    print("Presets shipped with robench (run one: robench run --preset NAME):")
+    for name, entry in found.items():
+        print(f"  {name:<22} {config_file.summary(entry.read_text())}")
+    print("Copy one to edit it: robench presets NAME > my-run.toml, then: robench run --config my-run.toml")
+    return 0
+
+
+def _with_run_file(args, argv) -> tuple[argparse.Namespace, list[str]]:
+    """Fill in the settings of --config FILE or --preset NAME that the user did not type as flags.
+
+    Returns the arguments and the equivalent command line without the file, which is the one
+    recorded in the results: a reader can re-run it without the file.
+    """
+    from robench import config_file
+
+    if args.config is not None and args.preset is not None:
+        raise RobenchError("give --config FILE or --preset NAME, not both")
+    actions = {a.dest: a for a in _run_parser()._actions if a.dest not in ("help", "config", "preset")}
+    table = config_file.read_preset(args.preset) if args.preset else config_file.read_file(args.config)
+    source = f"preset {args.preset}" if args.preset else f"config file {args.config}"
+    from_file = config_file.flag_values(table, actions, source)
+    typed = _typed_run_flags(argv)
+    for dest, value in from_file.items():
+        if dest not in typed:
+            setattr(args, dest, value)
+    command = ["run"]
+    for dest, action in actions.items():
+        if dest not in typed and dest not in from_file:
+            continue
+        value, flag = getattr(args, dest), action.option_strings[-1]
+        if action.nargs != 0:
+            command += [flag, str(value)]
+        elif value:
+            command.append(flag)
+    return args, command
+
+
+def _run_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices["run"]
+
+
+def _typed_run_flags(argv: list[str]) -> set[str]:
+    """The dests of the run flags in ``argv``: parsed again with every default left out, so that
+    argparse's defaults never pass for what the user asked."""
+    parser = build_parser()
+    for action in _run_parser(parser)._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def cmd_leaderboard(args, argv) -> int:
     from robench import leaderboard
 
     if not args.run_dir.is_dir():
         raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
     print(leaderboard.write(args.run_dir, args.leaderboard_dir, args.name))
+    return 0
+
+
+def cmd_plot(args, argv) -> int:
+    from robench.plots import write_plots
+
+    if not args.run_dir.is_dir():
+        raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
+    out = args.out or args.run_dir
+    plots = write_plots(args.run_dir, [out], args.name)
+    if not plots:
+        raise RobenchError(f"nothing to plot in {args.run_dir}: its results.jsonl has no attacked cells")
+    for _, file in plots:
+        print(out / file)
     return 0
 
 

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -128,12 +129,14 @@ def render(
     run_dir: Path,
     notes: Mapping[str, str] | None = None,
     footnotes: Sequence[str] | None = None,
+    plots: Sequence[tuple[str, str]] | None = None,
 ) -> str:
     """The markdown leaderboard of one run.
 
     ``notes`` maps a strategy label to a short marker shown in a last "notes" column, and
     ``footnotes`` are lines printed under the main table. By default both come from the sanity
     checks of ``robench.flags``, so every page carries its flags; pass them to show others.
+    ``plots`` are ``(attack, file name)`` pairs of PNGs beside the page (robench.plots), linked.
     """
     run_dir = Path(run_dir)
     frame = read_frame(run_dir)
@@ -162,6 +165,7 @@ def render(
         board.legend(PROTOCOLS[protocol_name]),
         *(footnotes or ()),
         board.baselines(),
+        *([_plots_section(plots)] if plots else []),
         f"## Other protocol: {PROTOCOLS[other_name].title}",
         _markdown(board.robust_table(PROTOCOLS[other_name])),
         board.denominator(PROTOCOLS[other_name]),
@@ -177,14 +181,19 @@ def write(
     notes: Mapping[str, str] | None = None,
     footnotes: Sequence[str] | None = None,
 ) -> Path:
-    """Write the page to ``<leaderboard_dir>/<name>.md`` and, beside the results, to the run dir.
+    """Write the page to ``<leaderboard_dir>/<name>.md`` and, beside the results, to the run dir,
+    each with its accuracy-vs-eps plots ``<name>-<attack>.png`` next to it.
 
     The copy in the run dir travels with the raw results; the one in ``leaderboard_dir`` sits
     next to other runs' pages. Returns the path of the latter.
     """
+    from robench.plots import write_plots  # matplotlib loads only when a page is written
+
     run_dir = Path(run_dir)
-    text = render(run_dir, notes=notes, footnotes=footnotes)
-    path = Path(leaderboard_dir) / f"{name or run_name(_config(run_dir), run_dir)}.md"
+    name = name or run_name(_config(run_dir), run_dir)
+    plots = write_plots(run_dir, [Path(leaderboard_dir), run_dir], name)
+    text = render(run_dir, notes=notes, footnotes=footnotes, plots=plots)
+    path = Path(leaderboard_dir) / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     (run_dir / LEADERBOARD_FILE).write_text(text)
@@ -376,6 +385,16 @@ def _header(config: Mapping) -> str:
         lines.append(f"- **attacks**: on a class-stratified subset of {subset['n']} of {subset['of']} test images, "
                      f"the same for every strategy and seed; clean acc and balanced acc use all {subset['of']}")
     return "\n".join(lines) + f"\n\nCommand:\n\n```\n{get('command')}\n```"
+
+
+def _plots_section(plots: Sequence[tuple[str, str]]) -> str:
+    """Each PNG embedded by a link relative to the page, which is written next to them."""
+    images = "\n\n".join(f"![{attack}: accuracy vs eps]({quote(file)})" for attack, file in plots)
+    return (
+        "## Accuracy vs eps\n\n"
+        "One plot per attack under the headline protocol; eps = 0 is the clean model, the band is "
+        f"± 1 sample std over seeds. A curve that rises with eps points at a weak or masked attack.\n\n{images}"
+    )
 
 
 def _failed_section(frame: pd.DataFrame) -> str:

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from robench.results import read_rows
 from tests.conftest import REPO
 
-EXAMPLE = REPO / "docs" / "examples" / "robench-bitfit"
+EXAMPLES = [REPO / "docs" / "examples" / name for name in ("robench-bitfit", "robench-random-sign")]
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
-    """pip-install the example into a throwaway folder and return an environment that sees it."""
+    """pip-install the examples into a throwaway folder and return an environment that sees them."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), *map(str, EXAMPLES)],
         check=True, capture_output=True, text=True,
     )
     return os.environ | {"PYTHONPATH": str(target), "ROBENCH_QUIET": "1"}
@@ -48,3 +49,15 @@ def test_without_the_plugin_the_name_is_unknown(tmp_path):
     env = os.environ | {"ROBENCH_QUIET": "1"}
     result = robench(env, "run", "--dataset", "synthetic", "--strategies", "bitfit", "--out", "run", cwd=tmp_path)
     assert result.returncode == 2 and "unknown strategy 'bitfit'" in result.stderr
+
+
+def test_installed_attack_plugin_is_listed_and_is_weaker_than_fgsm(installed, tmp_path):
+    listing = robench(installed, "list", "--kind", "attack", cwd=tmp_path)
+    assert "random_sign" in listing.stdout and "from robench-random-sign; options: draws=1" in listing.stdout
+    result = robench(installed, "run", "--dataset", "synthetic", "--strategies", "linear_probe",
+                     "--attacks", "fgsm,random_sign:draws=3", "--eps", "0.03", "--out", "run", "--name", "r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {row["attack"]: row for row in read_rows(tmp_path / "run")}
+    # noise at the full budget is a floor: the gradient's direction must hurt at least as much
+    assert rows["fgsm"]["robust_acc"] < rows["random_sign(draws=3)"]["robust_acc"] <= rows["none"]["clean_acc"]
+    assert "| linear_probe |" in (tmp_path / "leaderboards" / "r.md").read_text().replace("  ", " ")

@@ -250,7 +250,8 @@ def test_clean_only_model_and_notes(tmp_path):
 def test_write_puts_page_in_both_places(run_dir, tmp_path):
     path = leaderboard.write(run_dir, tmp_path / "board")
     assert path == tmp_path / "board" / "ham-vit_tiny-20261122-103000.md"
-    assert path.read_text() == (run_dir / "leaderboard.md").read_text() == leaderboard.render(run_dir)
+    plots = [(attack, f"{path.stem}-{attack}.png") for attack in ATTACKS]
+    assert path.read_text() == (run_dir / "leaderboard.md").read_text() == leaderboard.render(run_dir, plots=plots)
     assert leaderboard.write(run_dir, tmp_path / "board", name="mine") == tmp_path / "board" / "mine.md"
 
 

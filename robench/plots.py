@@ -1,0 +1,152 @@
+"""Accuracy-vs-eps plots of a run: one PNG per attack, one line per strategy, written beside
+the leaderboard page that links them.
+
+A table shows a few eps; a curve shows its shape. The curve starts at eps = 0 (the clean
+model), so a drop is read against where the model started, and a curve that rises with eps,
+the mark of a weak or masked attack (FIELD_NOTES.md), is seen at a glance. The numbers are
+the leaderboard's own (``leaderboard.summarise``): mean over seeds, band of one sample std.
+
+Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, no
+global backend switch), so plotting works on a headless server and inside a notebook alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from robench.leaderboard import (
+    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _config, _ordered, _sentence, run_name, summarise,
+)
+from robench.results import read_frame
+
+DPI = 120
+Y_LABELS = {"all": "robust accuracy, all test images (%)", "correct": "accuracy on clean-correct images (%)"}
+
+
+def file_name(name: str, attack: str) -> str:
+    """``("t", "pgd(steps=20)")`` -> ``"t-pgd-steps-20.png"``: safe in a file system and a link."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", attack).strip("-") or "attack"
+    return f"{name}-{slug}.png"
+
+
+def curves(summary: pd.DataFrame, attack: str, protocol: Protocol) -> pd.DataFrame:
+    """The points of one attack's plot: strategy, eps, mean, std, n; eps 0 is the clean model.
+
+    The clean point is clean accuracy over all test images, or 1.0 under the clean-correct
+    protocol, whose denominator is by definition the images the clean model got right. An
+    attacked eps = 0 cell, when the run has one, is kept instead: it must equal the clean
+    point, and a plot should show it if it does not.
+    """
+    attacked = summary[(summary["attack"] == attack) & (summary["metric"] == protocol.metric)]
+    clean = summary[(summary["attack"] == CLEAN) & (summary["metric"] == "clean_acc")]
+    if protocol.metric != "robust_acc":
+        clean = clean.assign(mean=1.0, std=0.0)
+    clean = clean[~clean["strategy"].isin(attacked.loc[attacked["eps"] == 0, "strategy"])].assign(eps=0.0)
+    columns = ["strategy", "eps", "mean", "std", "n"]
+    points = pd.concat([clean[columns], attacked[columns]], ignore_index=True)
+    return points.sort_values(["strategy", "eps"], kind="stable").reset_index(drop=True)
+
+
+def figure(
+    points: pd.DataFrame,
+    strategies: Sequence[str],
+    attack: str,
+    protocol_name: str,
+    config: Mapping,
+    clean: Mapping[str, tuple[float, float]],
+    majority: float | None = None,
+) -> Figure:
+    """One attack's plot. ``clean`` maps a strategy to its (clean acc, balanced acc) for the legend."""
+    fig = Figure(figsize=(8, 6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = [f"C{i % 10}" for i in range(len(strategies))]
+    for strategy, color in zip(strategies, colors):
+        line = points[points["strategy"] == strategy]
+        if line.empty:
+            continue
+        x, mean, std = line["eps"].to_numpy(), 100 * line["mean"].to_numpy(), 100 * line["std"].fillna(0).to_numpy()
+        label = strategy
+        if strategy in clean:
+            acc, bacc = clean[strategy]
+            label += f" (clean {100 * acc:.1f}%, balanced {100 * bacc:.1f}%)"
+        ax.plot(x, mean, marker="o", color=color, label=label)
+        if (std > 0).any():
+            ax.fill_between(x, (mean - std).clip(0, 100), (mean + std).clip(0, 100), color=color, alpha=0.2, linewidth=0)
+    if majority is not None and protocol_name == "all":
+        ax.axhline(100 * majority, color="0.4", linestyle="--", linewidth=1,
+                   label=f"majority class always ({100 * majority:.1f}%)")
+
+    eps_values = sorted(points["eps"].unique())
+    if len(eps_values) <= 8:
+        ax.set_xticks(eps_values, [f"{eps:g}" for eps in eps_values])
+    ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda k: k / 255)).set_xlabel("eps × 255")
+    ax.set_xlabel("eps (L∞ radius, in [0, 1] pixel units; 0 = clean)")
+    ax.set_ylabel(Y_LABELS[protocol_name])
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    seeds = config.get("seeds")
+    spread = f"mean over {len(seeds)} seeds, band ± 1 sample std" if seeds and len(seeds) > 1 else "one seed"
+    ax.set_title(f"{_sentence(PROTOCOLS[protocol_name].title)}; {spread}", fontsize=9)
+    fig.suptitle(f"{attack} on {_subject(config)}", fontsize=12)
+    fig.legend(loc="outside lower center", ncols=2 if len(strategies) > 2 else 1, fontsize=8)
+    return fig
+
+
+def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None) -> list[tuple[str, str]]:
+    """Draw every attack's plot into the first of ``out_dirs`` and copy it to the others.
+
+    Returns ``(attack, file name)`` pairs in the leaderboard's attack order; none, and nothing
+    written, for a run without attacked cells or with a config the leaderboard refuses.
+    """
+    run_dir = Path(run_dir)
+    frame = read_frame(run_dir)
+    config = _config(run_dir)
+    name = name or run_name(config, run_dir)
+    protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
+    protocol = PROTOCOLS.get(protocol_name)
+    if frame.empty or protocol is None:
+        return []
+    summary = summarise(frame)
+    strategies = _ordered(frame["strategy"].dropna(), config.get("strategies") or ())
+    attacks = list(dict.fromkeys(attack for attack, _ in _attack_columns(frame, config.get("attacks") or ())))
+    clean = _clean_accuracies(summary)
+    majority = summary.loc[summary["metric"] == "majority_acc", "mean"]
+    written = []
+    for attack in attacks:
+        fig = figure(curves(summary, attack, protocol), strategies, attack, protocol_name, config, clean,
+                     majority=float(majority.iloc[0]) if len(majority) else None)
+        file = file_name(name, attack)
+        first, *others = [Path(d) for d in out_dirs]
+        first.mkdir(parents=True, exist_ok=True)
+        fig.savefig(first / file)
+        for other in others:
+            if other.resolve() != first.resolve():
+                other.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(first / file, other / file)
+        written.append((attack, file))
+    return written
+
+
+def _clean_accuracies(summary: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    clean = summary[summary["attack"] == CLEAN].pivot_table(index="strategy", columns="metric", values="mean")
+    if not {"clean_acc", "clean_bacc"} <= set(clean.columns):
+        return {}
+    return {s: (row.clean_acc, row.clean_bacc) for s, row in clean.iterrows() if not math.isnan(row.clean_acc)}
+
+
+def _subject(config: Mapping) -> str:
+    dataset = (config.get("dataset") or {}).get("name", "unknown dataset")
+    backbone = config.get("backbone") or {}
+    size = backbone.get("image_size")
+    n_test = (config.get("split") or {}).get("n_test")
+    return (f"{dataset}, {backbone.get('name', 'unknown backbone')}" + (f" at {size}×{size}" if size else "")
+            + (f", {n_test} test images" if n_test else ""))
