@@ -218,7 +218,7 @@ class _Board:
             (row.strategy, row.attack, None if pd.isna(row.eps) else row.eps, row.metric): row
             for row in summary.itertuples(index=False)
         }
-        self.strategies = _ordered(frame["strategy"].dropna(), _models(config))
+        self.strategies = _ordered(frame["strategy"].dropna(), model_order(config))
         self.columns = _attack_columns(frame, config.get("attacks") or ())
         seeds = config.get("seeds")
         self.expected_n = len(seeds) if seeds else int(summary["n"].max()) if len(summary) else 1
@@ -308,7 +308,7 @@ class _Board:
         )
 
 
-def _models(config: Mapping) -> list[str]:
+def model_order(config: Mapping) -> list[str]:
     """The row labels in the command's order: each strategy, then it under each defense."""
     return [combined_label(strategy, defense)
             for strategy in config.get("strategies") or () for defense in config.get("defenses") or (NONE,)]

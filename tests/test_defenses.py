@@ -308,3 +308,12 @@ def test_a_run_with_defenses_has_a_model_per_strategy_and_defense_and_resumes_ea
     assert len(rows) == 6 and rows[-1]["strategy"] == "linear_probe + pgd_at(eps=0.01, steps=1)"
     assert json.loads((out_dir / "config.json").read_text())["defenses"] == [
         "none", "fgsm_at(eps=0.01)", "pgd_at(eps=0.01, steps=1)"]
+
+
+def test_a_config_file_lists_defenses_like_strategies():
+    from robench import config_file
+    from robench.cli import _run_parser
+
+    actions = {a.dest: a for a in _run_parser()._actions}
+    values = config_file.flag_values({"defenses": ["none", "pgd_at:eps=0.01"]}, actions, "run.toml")
+    assert values == {"defenses": "none,pgd_at:eps=0.01"}
