@@ -14,7 +14,7 @@ import torch
 from _timing import interleaved, report
 from robench.backbone import BackboneSpec, Normalized, create_backbone
 from robench.evaluate import attack_sweep, predict
-from robench_plugins.attacks.fgsm import FGSM, _gradient_sign
+from robench_plugins.attacks.fgsm import FGSM, gradient_sign
 
 N, SIZE, BATCH = 64, 112, 32
 EPS = [0.002, 0.005, 0.01, 0.02, 0.04]
@@ -39,7 +39,7 @@ def floor():
     """The irreducible work: one forward+backward and k forwards per batch."""
     for start in range(0, N, BATCH):
         x, y = IMAGES[start : start + BATCH].float() / 255, LABELS[start : start + BATCH]
-        _gradient_sign(MODEL, x, y)
+        gradient_sign(MODEL, x, y)
         with torch.no_grad():
             for eps in EPS:
                 MODEL(x).argmax(1)

@@ -8,7 +8,7 @@ stored in the file's metadata, so rows of a model loaded from disk are as comple
 a model just trained.
 
 Files live in ``<out>/checkpoints/``, named by a hash of everything the trained weights depend
-on (strategy, options and recipe, backbone and its weights' sha256, the data of the split,
+on (strategy, options and recipe, the defense it trained under, backbone and its weights' sha256, the data of the split,
 image size, seed). They stay with the results they produced: a run never picks up weights
 from another run's folder, and deleting a run deletes its weights. Loading uses safetensors,
 which never unpickles; a file that does not fit the model is ignored and the model retrained.
@@ -37,10 +37,16 @@ FORMAT = "1"  # bump when what a checkpoint holds changes
 
 
 def key(config, strategy, seed: int, prepared) -> dict:
-    """Everything the trained weights of one model depend on, as plain JSON values."""
+    """Everything the trained weights of one model depend on, as plain JSON values.
+
+    A defended model's label already names its defense (``full + pgd_at(eps=0.01)``); its key also
+    names the defense's class. An undefended model's key has no defense field, so checkpoints
+    written before defenses existed still fit.
+    """
     backbone = config.backbone
     images, split = prepared.images, prepared.split
     weights = backbone.weights
+    defense = strategy.defense
     return {
         "format": FORMAT,
         "strategy": strategy.label,
@@ -54,7 +60,8 @@ def key(config, strategy, seed: int, prepared) -> dict:
         "train_data": _ids_digest(images, split.train),
         "val_data": _ids_digest(images, split.val),
         "seed": seed,
-    }
+    } | ({"defense": defense.label, "defense_plugin": f"{type(defense.plugin).__module__}.{type(defense.plugin).__qualname__}"}
+         if defense is not None else {})
 
 
 def path_for(out: Path, key_fields: dict) -> Path:

@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robench {_robench_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    listing = commands.add_parser("list", aliases=["plugins"], help="list strategies and attacks and where they come from")
-    listing.add_argument("--kind", choices=["strategy", "attack"], help="only this kind")
+    listing = commands.add_parser("list", aliases=["plugins"], help="list strategies, attacks and defenses and where they come from")
+    listing.add_argument("--kind", choices=["strategy", "attack", "defense"], help="only this kind")
     listing.set_defaults(handler=cmd_list)
 
     run = commands.add_parser("run", help="train, attack and write results and a leaderboard")
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", type=Path, help="local timm weights file (.safetensors/.pth); default: timm's hub download")
     run.add_argument("--image-size", type=int, help=f"input size (default {DEFAULT_IMAGE_SIZE}; {SYNTHETIC_IMAGE_SIZE} for synthetic)")
     run.add_argument("--strategies", default="full", help="comma-separated, with options: full,vpt_deep:prompts=5:lr=0.5")
+    run.add_argument("--defenses", default="none",
+                     help="training-time defenses, each a model per strategy: none,pgd_at:eps=0.01 (default none)")
     run.add_argument("--attacks", default="fgsm", help="comma-separated, with options: fgsm,pgd:steps=20")
     run.add_argument("--eps", default="0.01,0.02", help="comma-separated eps in [0, 1] pixel units, or k/255")
     run.add_argument("--seeds", default="0", help="comma-separated integer seeds, e.g. 0,1,2")
@@ -113,8 +115,8 @@ def cmd_list(args, argv) -> int:
     from robench.registry import load_registry
 
     registry = load_registry()
-    for kind in [args.kind] if args.kind else ["strategy", "attack"]:
-        print({"strategy": "Strategies", "attack": "Attacks"}[kind])
+    for kind in [args.kind] if args.kind else ["strategy", "attack", "defense"]:
+        print({"strategy": "Strategies", "attack": "Attacks", "defense": "Defenses"}[kind])
         for plugin in registry.all(kind):
             options = ", ".join(_describe_option(name, param) for name, param in plugin.options().items())
             print(f"  {plugin.name:<16} {plugin.description}")
@@ -154,6 +156,7 @@ def cmd_run(args, argv) -> int:
         test_dir=args.test_dir,
         backbone=BackboneSpec(backbone, image_size, args.weights, pretrained=not synthetic),
         strategies=parse_specs(args.strategies, "strategy"),
+        defenses=parse_specs(args.defenses, "defense"),
         attacks=parse_specs(args.attacks, "attack") if args.attacks.strip() else [],
         eps=parse_eps(args.eps),
         seeds=parse_seeds(args.seeds),

@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 
 PRESET_SUFFIX = ".toml"
 # Flags whose text is a comma-separated list, and the TOML types their list items may have.
-LIST_KEYS = {"strategies": (str,), "attacks": (str,), "eps": (float, int, str), "seeds": (int,)}
+LIST_KEYS = {"strategies": (str,), "defenses": (str,), "attacks": (str,), "eps": (float, int, str), "seeds": (int,)}
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", Path: "a path (a string)"}
 
 

@@ -18,3 +18,8 @@ def register_strategies(register):
 @hookspec
 def register_attacks(register):
     """Register adversarial attacks: ``register(AttackSubclass)``."""
+
+
+@hookspec
+def register_defenses(register):
+    """Register training-time defenses (adversarial training): ``register(DefenseSubclass)``."""

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from robench import flags
+from robench.defense import NONE, combined_label
 from robench.errors import RobenchError
 from robench.results import CONFIG_FILE, RESULTS_FILE, read_config, read_frame
 
@@ -217,7 +218,7 @@ class _Board:
             (row.strategy, row.attack, None if pd.isna(row.eps) else row.eps, row.metric): row
             for row in summary.itertuples(index=False)
         }
-        self.strategies = _ordered(frame["strategy"].dropna(), config.get("strategies") or ())
+        self.strategies = _ordered(frame["strategy"].dropna(), model_order(config))
         self.columns = _attack_columns(frame, config.get("attacks") or ())
         seeds = config.get("seeds")
         self.expected_n = len(seeds) if seeds else int(summary["n"].max()) if len(summary) else 1
@@ -307,6 +308,12 @@ class _Board:
         )
 
 
+def model_order(config: Mapping) -> list[str]:
+    """The row labels in the command's order: each strategy, then it under each defense."""
+    return [combined_label(strategy, defense)
+            for strategy in config.get("strategies") or () for defense in config.get("defenses") or (NONE,)]
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -372,6 +379,9 @@ def _header(config: Mapping) -> str:
         f"- **created**: {get('created')}",
         f"- **protocol**: {config.get('protocol') or DEFAULT_PROTOCOL}",
     ]
+    defenses = [defense for defense in config.get("defenses") or () if defense != NONE]
+    if defenses:
+        lines.append(f"- **defenses** (adversarial training; a row `strategy + defense` trained under it): {', '.join(defenses)}")
     subset = config.get("attack_samples")
     if subset:
         lines.append(f"- **attacks**: on a class-stratified subset of {subset['n']} of {subset['of']} test images, "

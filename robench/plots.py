@@ -23,7 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robench.leaderboard import (
-    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _config, _ordered, _sentence, run_name, summarise,
+    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _config, _ordered, _sentence, model_order, run_name,
+    summarise,
 )
 from robench.results import read_frame
 
@@ -97,7 +98,8 @@ def figure(
     spread = f"mean over {len(seeds)} seeds, band ± 1 sample std" if seeds and len(seeds) > 1 else "one seed"
     ax.set_title(f"{_sentence(PROTOCOLS[protocol_name].title)}; {spread}", fontsize=9)
     fig.suptitle(f"{attack} on {_subject(config)}", fontsize=12)
-    fig.legend(loc="outside lower center", ncols=2 if len(strategies) > 2 else 1, fontsize=8)
+    longest = max(map(len, ax.get_legend_handles_labels()[1]), default=0)  # e.g. "vpt_deep + pgd_at(eps=0.01) (clean ...)"
+    fig.legend(loc="outside lower center", ncols=2 if len(strategies) > 2 and longest <= 45 else 1, fontsize=8)
     return fig
 
 
@@ -116,7 +118,7 @@ def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None
     if frame.empty or protocol is None:
         return []
     summary = summarise(frame)
-    strategies = _ordered(frame["strategy"].dropna(), config.get("strategies") or ())
+    strategies = _ordered(frame["strategy"].dropna(), model_order(config))
     attacks = list(dict.fromkeys(attack for attack, _ in _attack_columns(frame, config.get("attacks") or ())))
     clean = _clean_accuracies(summary)
     majority = summary.loc[summary["metric"] == "majority_acc", "mean"]

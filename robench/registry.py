@@ -20,12 +20,12 @@ from robench import hookspecs
 from robench.errors import PluginError
 
 ENTRY_POINT_GROUP = "robench"
-KINDS = {"strategy": "register_strategies", "attack": "register_attacks"}
+KINDS = {"strategy": "register_strategies", "attack": "register_attacks", "defense": "register_defenses"}
 
 
 @dataclass(frozen=True)
 class Plugin:
-    """One registered strategy or attack and where it came from."""
+    """One registered strategy, attack or defense and where it came from."""
 
     name: str
     kind: str
@@ -51,7 +51,7 @@ class LoadFailure:
 
 
 class Registry:
-    """Every strategy and attack that the installed plugins register, by kind and name."""
+    """Every strategy, attack and defense that the installed plugins register, by kind and name."""
 
     def __init__(self, plugin_manager: pluggy.PluginManager, packages: dict[str, str], failures=()):
         self.failures: tuple[LoadFailure, ...] = tuple(failures)

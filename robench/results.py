@@ -29,8 +29,11 @@ CELL_FIELDS = ("strategy", "seed", "attack", "eps")
 # Every row has these keys. Metrics are fractions in [0, 1]; eps is in [0, 1] pixel units.
 ROW_FIELDS = (
     # which cell
-    "strategy",  # label as given on the command line, e.g. "vpt_deep(prompts=5)"
+    "strategy",  # label as given on the command line, e.g. "vpt_deep(prompts=5)", with the defense
+    # it trained under after " + ": "vpt_deep(prompts=5) + pgd_at(eps=0.01)" (robench.defense.combined_label)
     "strategy_name",  # plugin name, e.g. "vpt_deep"
+    "defense",  # label, e.g. "pgd_at(eps=0.01)"; "none" for a model trained without a defense
+    "defense_name",  # plugin name, e.g. "pgd_at"; "none" without a defense
     "seed",
     "attack",  # label, e.g. "pgd(steps=20)"; "none" for the clean-only row of a model
     "attack_name",

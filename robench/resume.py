@@ -2,7 +2,7 @@
 
 Running a command again on the same ``--out`` continues where it stopped: cells whose row is
 there with status ok are not run again, failed cells are retried (their new row supersedes the
-old one), and new strategies, attacks, eps or seeds extend the run. Settings that would make new
+old one), and new strategies, defenses, attacks, eps or seeds extend the run. Settings that would make new
 rows incomparable with the old ones (the data, the split, the test set, the backbone and its
 weights, the image size, a strategy's recipe, the training and attack precision) must match, or the run refuses in one line before
 anything trains.
@@ -41,7 +41,7 @@ COMPARABLE = {
 # What a run written before a setting of COMPARABLE existed used: it compares as that value.
 BEFORE_RECORDED = {"train_precision": "fp32", "attack_precision": "fp32"}
 # Lists that a later command may extend; config.json keeps their union, old entries first.
-EXTENDABLE = ("strategies", "attacks", "eps", "seeds")
+EXTENDABLE = ("strategies", "attacks", "eps", "seeds", "defenses")
 
 
 @contextmanager

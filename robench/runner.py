@@ -1,4 +1,4 @@
-"""Runs the grid: for each strategy and seed, train; then each attack at each eps; a row per cell.
+"""Runs the grid: for each strategy, defense and seed, train; then each attack at each eps; a row per cell.
 
 Everything that can be checked is checked before the first model trains (names, options,
 recipes, backbone and weights, data), so bad input costs seconds, not hours. A cell that fails
@@ -25,6 +25,7 @@ from robench import checkpoints, compute, data, executors, leaderboard, results,
 from robench.attack import Attack
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.data.split import stratified_sample
+from robench.defense import NONE, Defense, combined_label
 from robench.errors import PluginError, RobenchError
 from robench.evaluate import attack_sweep, clean_metrics, predict
 from robench.memory import PeakMemory
@@ -67,15 +68,18 @@ class RunConfig:
     executor: str = "local"  # or "ray" (robench.executors)
     ray_address: str | None = None
     ray_gpus_per_task: float | None = None
+    defenses: list[Spec] = field(default_factory=lambda: [Spec(NONE, NONE)])  # "none": train without one
 
 
 @dataclass
 class Planned:
-    """A strategy or attack resolved from its spec, ready to run."""
+    """A strategy (with the defense it trains under, if any), an attack or a defense resolved from
+    its spec, ready to run. A defended strategy's label is the combined one: ``full + pgd_at``."""
 
     label: str
-    plugin: Strategy | Attack
+    plugin: Strategy | Attack | Defense
     recipe: Recipe | None = None
+    defense: Planned | None = None
 
 
 @dataclass
@@ -172,14 +176,34 @@ def plan(config: RunConfig) -> tuple[list[Planned], list[Planned]]:
     attacks = [Planned(spec.label, resolve(registry, "attack", spec)[0]) for spec in config.attacks]
     _refuse_duplicates([p.label for p in strategies], "strategy")
     _refuse_duplicates([p.label for p in attacks], "attack")
+    defenses = plan_defenses(registry, config.defenses)
+    strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
     return strategies, attacks
+
+
+def plan_defenses(registry, specs: list[Spec]) -> list[Planned | None]:
+    """Resolve ``--defenses``; ``none`` (no defense, an undefended model) becomes None."""
+    defenses = []
+    for spec in specs:
+        if spec.name == NONE and spec.options:
+            raise PluginError(f"defense {NONE!r} takes no options, got {spec.text!r}: write none, or a defense with options like pgd_at:eps=0.01")
+        defenses.append(None if spec.name == NONE else Planned(spec.label, resolve(registry, "defense", spec)[0]))
+    _refuse_duplicates([spec.label for spec in specs], "defense")
+    return defenses
+
+
+def _defended(strategy: Planned, defense: Planned | None) -> Planned:
+    """The strategy trained under ``defense``, labelled ``strategy + defense`` (as is, without one)."""
+    if defense is None:
+        return strategy
+    return Planned(combined_label(strategy.label, defense.label), strategy.plugin, strategy.recipe, defense)
 
 
 def check_strategies_fit(strategies: list[Planned], vit: torch.nn.Module) -> None:
     """Adapt a copy of the backbone with each strategy, so that one which cannot serve it (VPT on a
     ViT without a CLS token, LoRA targets it lacks) fails before any model trains."""
-    for strategy in strategies:
-        strategy.plugin.adapt(copy.deepcopy(vit))
+    for plugin in {id(strategy.plugin): strategy.plugin for strategy in strategies}.values():  # once per strategy, not per defense
+        plugin.adapt(copy.deepcopy(vit))
 
 
 def model_rows(strategy: Planned, seed: int, *, config: RunConfig, attacks: list[Planned], prepared: Prepared, device,
@@ -195,7 +219,7 @@ def model_rows(strategy: Planned, seed: int, *, config: RunConfig, attacks: list
 def lost_model_rows(config: RunConfig, strategy: Planned, attacks: list[Planned], seed: int, done, error: BaseException) -> list[dict]:
     """A failed row for each cell still to do of a model whose work was lost outside run_model's own
     error handling (a Ray worker killed for memory, a machine gone); a resumed run retries them."""
-    base = {"strategy": strategy.label, "strategy_name": strategy.plugin.name, "seed": seed}
+    base = _model_fields(strategy, seed)
     cells = [("none", "none", 0.0)] + [(a.label, a.plugin.name, eps) for a in attacks for eps in config.eps]
     return [base | _failure(error, attack=label, attack_name=name, eps=eps)
             for label, name, eps in cells if resume.cell(strategy.label, seed, label, eps) not in done]
@@ -208,7 +232,7 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
     Cells in ``done`` (see resume.finished) are not yielded again; an attack whose every eps is
     done is not run, and a model with every cell done is neither trained nor loaded.
     """
-    base = {"strategy": strategy.label, "strategy_name": strategy.plugin.name, "seed": seed}
+    base = _model_fields(strategy, seed)
 
     def missing_eps(attack: str) -> list[float]:
         return [eps for eps in config.eps if resume.cell(strategy.label, seed, attack, eps) not in done]
@@ -254,6 +278,13 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
             yield cell | {"eps": eps, "status": "ok", "error": None} | metrics[eps]
 
 
+def _model_fields(strategy: Planned, seed: int) -> dict:
+    """The fields that name a model in each of its rows."""
+    return {"strategy": strategy.label, "strategy_name": strategy.plugin.name, "seed": seed,
+            "defense": strategy.defense.label if strategy.defense else NONE,
+            "defense_name": strategy.defense.plugin.name if strategy.defense else NONE}
+
+
 def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device, num_classes):
     """Build, adapt and train one model, or load what it trained from an earlier run's checkpoint;
     return it ready for attacks, with its training facts."""
@@ -280,6 +311,7 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
         result = train(
             model, strategy.plugin, strategy.recipe, train_data[:2], train_data[2:],
             num_classes, seed, device, label=f"{strategy.label} seed {seed}", precision=config.train_precision,
+            defense=strategy.defense.plugin if strategy.defense else None,
         )
     info = {
         "trainable_params": trainable,
@@ -343,6 +375,7 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         },
         "seeds": config.seeds,
         "strategies": [s.label for s in config.strategies],
+        "defenses": [d.label for d in config.defenses],
         "attacks": [a.label for a in config.attacks],
         "eps": config.eps,
         "protocol": config.protocol,

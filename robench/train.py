@@ -3,6 +3,8 @@
 The epoch kept is the one with the best validation balanced accuracy. When only the head
 trains and nothing is augmented, the frozen backbone's features are computed once and the head
 is trained on them: the same maths as training through the backbone, at one backbone pass.
+A defense (robench.defense) replaces each augmented batch by the examples it trains on; the
+features then change at every step, so they are never cached.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from robench.backbone import Normalized
 from robench.compute import autocast
+from robench.defense import Defense, defended_loss
 from robench.errors import RobenchError
 from robench.metrics import balanced_accuracy
 from robench.progress import progress
@@ -111,19 +114,21 @@ def train(
     use_cached_features: bool = True,
     label: str = "",
     precision: str = "fp32",
+    defense: Defense | None = None,
 ) -> TrainResult:
     """Train ``model`` (whose inner model the strategy adapted) and keep the best epoch's weights.
 
     ``train_set`` and ``val_set`` are (uint8 images, labels). Batches are drawn from a generator
-    seeded with ``seed``, so the same call gives the same model. ``precision="bf16"`` runs the
-    forward passes and the loss under bf16 autocast on CUDA (robench.compute.autocast); the
-    weights and the optimizer stay fp32.
+    seeded with ``seed``, so the same call gives the same model. With a ``defense``, every batch
+    is trained on the examples it makes (see robench.defense.defended_loss). ``precision="bf16"``
+    runs the forward passes and the loss (a defense's examples included) under bf16 autocast on
+    CUDA (robench.compute.autocast); the weights and the optimizer stay fp32.
     """
     adapted = model.model
     started = time.perf_counter()
     (train_inputs, train_labels), (val_inputs, val_labels) = train_set, val_set
     train_labels, val_labels = train_labels.to(device), val_labels.to(device)
-    cached = use_cached_features and not recipe.augment and head_only(adapted)
+    cached = use_cached_features and defense is None and not recipe.augment and head_only(adapted)
     if cached:
         trained = optimized = adapted.get_classifier()
         with autocast(device, precision):
@@ -138,9 +143,12 @@ def train(
     else:
         trained, optimized = model, adapted  # the timm model itself, whose group_matcher timm's optimizer reads
 
-        def forward(x, generator=None):
+        def pixels(x, generator=None):
             x = to_pixels(x.to(device))
-            return model(augment(x, generator) if generator is not None and recipe.augment else x)
+            return augment(x, generator) if generator is not None and recipe.augment else x
+
+        def forward(x, generator=None):
+            return model(pixels(x, generator))
 
         def set_train_mode():
             strategy.train_mode(adapted)
@@ -161,7 +169,11 @@ def train(
         set_train_mode()
         for batch in torch.randperm(len(train_labels), generator=generator).split(recipe.batch_size):
             with autocast(device, precision):
-                loss = loss_fn(forward(train_inputs[batch], generator), train_labels[batch])
+                if defense is None:
+                    loss = loss_fn(forward(train_inputs[batch], generator), train_labels[batch])
+                else:
+                    loss = defended_loss(defense, model, pixels(train_inputs[batch], generator), train_labels[batch],
+                                         loss_fn, set_train_mode)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} in epoch {epoch}: lower the learning rate (:lr=...) or use --lr")
             optimizer.zero_grad(set_to_none=True)

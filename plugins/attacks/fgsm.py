@@ -21,15 +21,16 @@ class FGSM(Attack):
     family = "single-step"
 
     def perturb(self, model, images, labels, eps):
-        return _step(images, _gradient_sign(model, images, labels), eps)
+        return _step(images, gradient_sign(model, images, labels), eps)
 
     def sweep(self, model, images, labels, eps_values):
-        sign = _gradient_sign(model, images, labels)
+        sign = gradient_sign(model, images, labels)
         for eps in eps_values:
             yield eps, _step(images, sign, eps)
 
 
-def _gradient_sign(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def gradient_sign(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """sign(grad_x CE(model(x), y)): FGSM's direction, shared with FGSM adversarial training."""
     images = images.clone().detach().requires_grad_(True)
     loss = nn.functional.cross_entropy(model(images), labels)
     (grad,) = torch.autograd.grad(loss, images)

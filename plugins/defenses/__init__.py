@@ -1,0 +1,1 @@
+"""Built-in training-time defenses (adversarial training), one module each."""
