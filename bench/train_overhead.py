@@ -45,7 +45,7 @@ def robench_loop():
 
 def bare_loop():
     model = make_model()
-    (x, y), (vx, vy) = TRAIN, VAL
+    (x, y), (vx, _) = TRAIN, VAL
     optimizer = create_optimizer_v2(model, opt="adamw", lr=RECIPE.lr, weight_decay=RECIPE.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(RECIPE, math.ceil(N_TRAIN / RECIPE.batch_size)))
     loss_fn = nn.CrossEntropyLoss()

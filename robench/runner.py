@@ -290,6 +290,7 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     return it ready for attacks, with its training facts."""
     seed_everything(seed)
     vit, mean, std = create_backbone(config.backbone, num_classes)
+    vit.to(device)  # before recording its buffers: .to() replaces buffer objects, and they are told apart by id
     backbone_params = _count(vit)
     own_buffers = checkpoints.base_buffers(vit)
     adapted = strategy.plugin.adapt(vit)
