@@ -37,8 +37,9 @@ def bare_loop():
     attack = torchattacks.PGD(MODEL, eps=EPS, alpha=2.5 * EPS / STEPS, steps=STEPS, random_start=True)
     for start in range(0, N, BATCH):
         x, y = to_pixels(IMAGES[start : start + BATCH]), LABELS[start : start + BATCH]
+        adv = attack(x, y)
         with torch.no_grad():
-            MODEL(attack(x, y)).argmax(1)
+            MODEL(adv).argmax(1)
 
 
 if __name__ == "__main__":
