@@ -35,3 +35,16 @@ def report(name: str, figure: float, target: str, passed: bool, detail: str = ""
 
 def setup_threads() -> None:
     torch.set_num_threads(torch.get_num_threads())
+
+
+def attack_setup(n: int, size: int, batch: int):
+    """A frozen, eval-mode ViT-Ti/16 (random init: weights do not change the cost), n random uint8
+    images, and the model's own predictions as labels, so that every image is attacked."""
+    from robench.backbone import BackboneSpec, Normalized, create_backbone
+    from robench.evaluate import predict
+
+    torch.manual_seed(0)
+    vit, mean, std = create_backbone(BackboneSpec("vit_tiny_patch16_224", size, pretrained=False), 7)
+    model = Normalized(vit, mean, std).eval().requires_grad_(False)
+    images = (torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    return model, images, predict(model, images, batch, "cpu")

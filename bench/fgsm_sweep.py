@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from _timing import interleaved, report
-from robench.backbone import BackboneSpec, Normalized, create_backbone
-from robench.evaluate import attack_sweep, predict
+from _timing import attack_setup, interleaved, report
+from robench.evaluate import attack_sweep
 from robench_plugins.attacks.fgsm import FGSM, gradient_sign
 
 N, SIZE, BATCH = 64, 112, 32
 EPS = [0.002, 0.005, 0.01, 0.02, 0.04]
 
-torch.manual_seed(0)
-vit, mean, std = create_backbone(BackboneSpec("vit_tiny_patch16_224", SIZE, pretrained=False), 7)
-MODEL = Normalized(vit, mean, std).eval().requires_grad_(False)
-IMAGES = (torch.rand(N, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
-LABELS = predict(MODEL, IMAGES, BATCH, "cpu")
+MODEL, IMAGES, LABELS = attack_setup(N, SIZE, BATCH)
 
 
 def sweep():
