@@ -23,38 +23,12 @@ import pandas as pd
 from robench import flags
 from robench.defense import NONE, combined_label
 from robench.errors import RobenchError
-from robench.results import CONFIG_FILE, RESULTS_FILE, read_config, read_frame
+from robench.results import CELL_METRICS, CONFIG_FILE, MODEL_METRICS, RESULTS_FILE, read_config, read_frame
 
 LEADERBOARD_FILE = "leaderboard.md"
 UNKNOWN = "unknown"
 MISSING_CELL = "—"
 CLEAN = "none"  # the attack label of clean metrics, as in the results file
-
-# Properties of a trained model: repeated in every row of one (strategy, seed), counted once.
-MODEL_METRICS = (
-    "n_test",
-    "clean_acc",
-    "clean_bacc",
-    "majority_acc",
-    "n_attacked",
-    "attack_clean_acc",
-    "trainable_params",
-    "backbone_params",
-    "epochs",
-    "best_epoch",
-    "train_seconds",
-    "seconds_per_epoch",
-    "peak_mem_mb",
-)
-# Properties of one attacked cell (strategy, seed, attack, eps).
-CELL_METRICS = (
-    "robust_acc",
-    "robust_bacc",
-    "n_clean_correct",
-    "acc_on_correct",
-    "attack_success_rate",
-    "attack_seconds",
-)
 
 
 @dataclass(frozen=True)

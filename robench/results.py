@@ -26,7 +26,33 @@ FORMAT = 1
 # The fields that name a cell: a later row with the same values supersedes an earlier one.
 CELL_FIELDS = ("strategy", "seed", "attack", "eps")
 
-# Every row has these keys. Metrics are fractions in [0, 1]; eps is in [0, 1] pixel units.
+# Properties of a trained model: the same in every row of one (strategy, seed).
+# Metrics are fractions in [0, 1].
+MODEL_METRICS = (
+    "n_test",
+    "clean_acc",
+    "clean_bacc",
+    "majority_acc",  # always answering the training split's most frequent class
+    "n_attacked",  # test images the attacks run on: all of them, or the --attack-samples subset
+    "attack_clean_acc",  # clean accuracy on those images: robust_acc never exceeds it
+    "trainable_params",
+    "backbone_params",
+    "epochs",
+    "best_epoch",
+    "train_seconds",
+    "seconds_per_epoch",
+    "peak_mem_mb",
+)
+# Properties of one attacked cell: robustness under two protocols, each with its own denominator.
+CELL_METRICS = (
+    "robust_acc",  # over all attacked images; wrong-on-clean counts as a failure (RobustBench)
+    "robust_bacc",  # balanced accuracy of the same predictions
+    "n_clean_correct",
+    "acc_on_correct",  # over the clean-correct images only (the seed study's protocol)
+    "attack_success_rate",  # 1 - acc_on_correct
+    "attack_seconds",
+)
+# Every row has these keys; eps is in [0, 1] pixel units.
 ROW_FIELDS = (
     # which cell
     "strategy",  # label as given on the command line, e.g. "vpt_deep(prompts=5)", with the defense
@@ -40,28 +66,8 @@ ROW_FIELDS = (
     "attack_family",  # the plugin's family (robench.attack.FAMILIES), for the sanity flags
     "attack_black_box",  # True for query-based attacks that never read gradients
     "eps",
-    # clean metrics of the model (the same in every row of one strategy and seed)
-    "n_test",
-    "clean_acc",
-    "clean_bacc",
-    "majority_acc",  # always answering the training split's most frequent class
-    "n_attacked",  # test images the attacks run on: all of them, or the --attack-samples subset
-    "attack_clean_acc",  # clean accuracy on those images: robust_acc never exceeds it
-    # robustness: two protocols, each with its own denominator
-    "robust_acc",  # over all attacked images; wrong-on-clean counts as a failure (RobustBench)
-    "robust_bacc",  # balanced accuracy of the same predictions
-    "n_clean_correct",
-    "acc_on_correct",  # over the clean-correct images only (the seed study's protocol)
-    "attack_success_rate",  # 1 - acc_on_correct
-    # costs
-    "trainable_params",
-    "backbone_params",
-    "epochs",
-    "best_epoch",
-    "train_seconds",
-    "seconds_per_epoch",
-    "peak_mem_mb",
-    "attack_seconds",
+    *MODEL_METRICS,
+    *CELL_METRICS,
     # outcome
     "status",  # "ok" or "failed"
     "error",  # one line, for failed cells
