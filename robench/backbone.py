@@ -91,6 +91,11 @@ def create_backbone(spec: BackboneSpec, num_classes: int) -> tuple[nn.Module, tu
         model = timm.create_model(spec.name, **kwargs)
     except RobenchError:
         raise
+    except TypeError as exc:  # a timm model that is not a ViT: it takes no img_size
+        raise RobenchError(
+            f"backbone {spec.name} is not a Vision Transformer robench can build ({str(exc).splitlines()[0][:150]}): "
+            f"use a timm ViT such as vit_base_patch16_224 or deit_tiny_patch16_224"
+        ) from None
     except RuntimeError as exc:  # state-dict mismatch: the weights are another model's
         details = "; ".join(line.strip() for line in str(exc).splitlines()[1:3])
         raise RobenchError(

@@ -72,6 +72,7 @@ def test_leaderboard_command_rewrites_from_results(capsys, tmp_path):
         (["--eps", "abc"], "is not a number"),
         (["--seeds", "0,x"], "seeds must be whole numbers"),
         (["--backbone", "vit_tiny_patch16_22"], "unknown backbone 'vit_tiny_patch16_22': did you mean"),
+        (["--backbone", "resnet18"], "backbone resnet18 is not a Vision Transformer"),
         (["--weights", "/nonexistent/w.safetensors"], "weights file /nonexistent/w.safetensors not found"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--test-set", "isic2018"], "--test-set isic2018 needs --test-dir"),
