@@ -1,7 +1,7 @@
 """Benchmark 6: the whole benchmark on the real data, on this machine, timed from the outside.
 
-ViT-Ti/16 (ImageNet weights) at 112x112 on a class-stratified subset of about 2,000 HAM10000
-images (whole lesions; 1,4xx train / 2xx val / 2xx test), all five built-in strategies with
+ViT-Ti/16 (ImageNet weights) at 112x112 on a class-stratified subset of about 1,000 HAM10000
+images (whole lesions), all five built-in strategies with
 their default recipes, FGSM and PGD-10 at eps 0.01 and 0.02, one seed. Target: <= 15 minutes
 of wall time on 2 CPU cores.
 
@@ -23,7 +23,7 @@ DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else SHARED / "data" / "ham10000"
 WEIGHTS = Path(sys.argv[2]) if len(sys.argv) > 2 else SHARED / "weights" / "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors"
 
 COMMAND = [
-    "robench", "run", "--dataset", "ham10000", "--data-dir", str(DATA), "--subset", "2000", "--image-size", "112",
+    sys.executable, "-m", "robench.cli", "run", "--dataset", "ham10000", "--data-dir", str(DATA), "--subset", "1000", "--image-size", "112",
     "--backbone", "vit_tiny_patch16_224", "--weights", str(WEIGHTS),
     "--strategies", "full,linear_probe,vpt_shallow,vpt_deep,lora", "--attacks", "fgsm,pgd",
     "--eps", "0.01,0.02", "--seeds", "0", "--quiet",
