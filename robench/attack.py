@@ -38,3 +38,17 @@ class Attack:
         """Adversarial images for each eps. Attacks that can share work across eps override this."""
         for eps in eps_values:
             yield eps, images if eps == 0 else self.perturb(model, images, labels, eps)
+
+
+def check_perturbation(who: str, norm: str, adversarial: torch.Tensor, clean: torch.Tensor, eps: float) -> None:
+    """Refuse images that break the threat model ``who`` (an attack or a defense) declares.
+
+    Shared by evaluation, which would otherwise publish numbers from a broken attack, and by
+    adversarial training, which would otherwise train on examples outside the eps-ball.
+    """
+    if adversarial.shape != clean.shape:
+        raise ValueError(f"{who} returned shape {tuple(adversarial.shape)} for input {tuple(clean.shape)}")
+    if adversarial.min() < 0 or adversarial.max() > 1:
+        raise ValueError(f"{who} left the [0, 1] pixel range")
+    if norm == "Linf" and (adversarial - clean).abs().max() > eps + 1e-6:
+        raise ValueError(f"{who} exceeded eps={eps} in L-inf")

@@ -23,6 +23,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from robench.attack import check_perturbation
+
 NONE = "none"  # the defense label of an undefended model, in rows and on the command line
 
 
@@ -60,7 +62,7 @@ def defended_loss(defense: Defense, model: nn.Module, images: torch.Tensor, labe
     model.eval()
     with frozen(model):
         adversarial = defense.perturb(model, images, labels).detach()
-    check_examples(defense, adversarial, images)
+    check_perturbation(f"defense {defense.name}", defense.norm, adversarial, images, defense.eps)
     train_mode()
     return defense.loss(model, images, adversarial, labels, criterion)
 
@@ -68,13 +70,3 @@ def defended_loss(defense: Defense, model: nn.Module, images: torch.Tensor, labe
 def project(images: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
     """Clip ``images`` into the L-inf ball of radius ``eps`` around ``clean`` and into [0, 1]."""
     return torch.min(torch.max(images, clean - eps), clean + eps).clamp(0, 1).detach()
-
-
-def check_examples(defense: Defense, adversarial: torch.Tensor, clean: torch.Tensor) -> None:
-    """Refuse to train on examples outside the threat model the defense declares."""
-    if adversarial.shape != clean.shape:
-        raise ValueError(f"defense {defense.name} returned shape {tuple(adversarial.shape)} for a batch of {tuple(clean.shape)}")
-    if adversarial.min() < 0 or adversarial.max() > 1:
-        raise ValueError(f"defense {defense.name} left the [0, 1] pixel range")
-    if defense.norm == "Linf" and (adversarial - clean).abs().max() > defense.eps + 1e-6:
-        raise ValueError(f"defense {defense.name} exceeded eps={defense.eps} in L-inf")

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from robench.attack import Attack
+from robench.attack import Attack, check_perturbation
 from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy
 from robench.progress import progress
@@ -64,7 +64,7 @@ def attack_sweep(
             x = to_pixels(images[chunk].to(device))
             y = labels[chunk].to(device)
             for eps, adv in attack.sweep(model, x, y, eps_values):
-                _check_perturbation(adv, x, eps, attack)
+                check_perturbation(f"attack {attack.name}", attack.norm, adv, x, eps)
                 with torch.no_grad():
                     survived[eps][chunk] = (model(adv).argmax(1) == y).cpu()
     seconds = time.perf_counter() - started
@@ -95,13 +95,3 @@ def frozen(model: nn.Module):
     finally:
         for parameter in trainable:
             parameter.requires_grad_(True)
-
-
-def _check_perturbation(adv: torch.Tensor, clean: torch.Tensor, eps: float, attack: Attack) -> None:
-    """Refuse numbers from an attack that breaks the threat model it declares."""
-    if adv.shape != clean.shape:
-        raise ValueError(f"attack {attack.name} returned shape {tuple(adv.shape)} for input {tuple(clean.shape)}")
-    if adv.min() < 0 or adv.max() > 1:
-        raise ValueError(f"attack {attack.name} left the [0, 1] pixel range")
-    if attack.norm == "Linf" and (adv - clean).abs().max() > eps + 1e-6:
-        raise ValueError(f"attack {attack.name} exceeded eps={eps} in L-inf")
