@@ -66,9 +66,17 @@ def key(config, strategy, seed: int, prepared) -> dict:
 
 def path_for(out: Path, key_fields: dict) -> Path:
     """``<out>/checkpoints/<strategy>-seed<seed>-<hash>.safetensors``: readable, and unique per key."""
-    digest = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", key_fields["strategy"]).strip("_")[:60]
-    return Path(out) / FOLDER / f"{name}-seed{key_fields['seed']}-{digest}.safetensors"
+    return Path(out) / FOLDER / f"{file_stem(key_fields['strategy'])}-seed{key_fields['seed']}-{digest(key_fields)}.safetensors"
+
+
+def file_stem(label: str) -> str:
+    """A model label made safe for a file name, still readable."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", label).strip("_")[:60]
+
+
+def digest(key_fields: dict) -> str:
+    """A short hash of a key: equal keys, equal names; any changed field, another name."""
+    return hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def base_buffers(backbone: nn.Module) -> set[int]:
@@ -92,19 +100,26 @@ def save(path: Path, adapted: nn.Module, backbone_buffers: set[int], key_fields:
     A checkpoint that cannot be written (disk full) costs a retraining later, not this model's
     rows: it is reported and the run goes on.
     """
-    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in trained_state(adapted, backbone_buffers).items()}
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tensors = trained_state(adapted, backbone_buffers)
     metadata = {"robench_checkpoint": FORMAT, "key": json.dumps(key_fields, sort_keys=True), "train_info": json.dumps(info)}
     try:
+        write_tensors(path, tensors, metadata)
+    except OSError as exc:
+        say(f"checkpoint {path} not saved ({exc.strerror or exc}): a resumed run will train this model again")
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (a partial file, fsync, rename): a kill leaves no half file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(partial), metadata=metadata)
+        save_file({name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}, str(partial), metadata=metadata)
         with open(partial, "rb") as f:
             os.fsync(f.fileno())
         partial.chmod(0o644)  # like the results beside it
         os.replace(partial, path)
-    except OSError as exc:
+    finally:
         partial.unlink(missing_ok=True)
-        say(f"checkpoint {path} not saved ({exc.strerror or exc}): a resumed run will train this model again")
 
 
 def load(path: Path, adapted: nn.Module, backbone_buffers: set[int], key_fields: dict) -> dict | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robench import checkpoints, compute, data, executors, leaderboard, results, resume
+from robench import checkpoints, compute, data, executors, features, leaderboard, results, resume
 from robench.attack import Attack
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.data.split import stratified_sample
@@ -308,11 +308,13 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     images, split = prepared.images, prepared.split
     train_data = compute.on_device_if_fits((images.images[split.train], images.labels[split.train],
                                             images.images[split.val], images.labels[split.val]), device)
+    feature_key = features.key(key, config.backbone.loads_weights, config.train_precision, device)
     with PeakMemory(device) as memory:
         result = train(
             model, strategy.plugin, strategy.recipe, train_data[:2], train_data[2:],
             num_classes, seed, device, label=f"{strategy.label} seed {seed}", precision=config.train_precision,
             defense=strategy.defense.plugin if strategy.defense else None,
+            features=features.stored(features.path_for(config.out, feature_key), feature_key),
         )
     info = {
         "trainable_params": trainable,

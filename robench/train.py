@@ -2,7 +2,8 @@
 
 The epoch kept is the one with the best validation balanced accuracy. When only the head
 trains and nothing is augmented, the frozen backbone's features are computed once and the head
-is trained on them: the same maths as training through the backbone, at one backbone pass.
+is trained on them: the same maths as training through the backbone, at one backbone pass (none
+at all for later seeds, which find the features on disk: robench.features).
 A defense (robench.defense) replaces each augmented batch by the examples it trains on; the
 features then change at every step, so they are never cached.
 """
@@ -115,6 +116,7 @@ def train(
     label: str = "",
     precision: str = "fp32",
     defense: Defense | None = None,
+    features: Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]] | None = None,
 ) -> TrainResult:
     """Train ``model`` (whose inner model the strategy adapted) and keep the best epoch's weights.
 
@@ -122,7 +124,9 @@ def train(
     seeded with ``seed``, so the same call gives the same model. With a ``defense``, every batch
     is trained on the examples it makes (see robench.defense.defended_loss). ``precision="bf16"``
     runs the forward passes and the loss (a defense's examples included) under bf16 autocast on
-    CUDA (robench.compute.autocast); the weights and the optimizer stay fp32.
+    CUDA (robench.compute.autocast); the weights and the optimizer stay fp32. ``features``, given
+    a function computing the frozen features {"train", "val"}, returns them: from disk when they
+    were computed before (robench.features.stored); by default it computes them.
     """
     adapted = model.model
     started = time.perf_counter()
@@ -131,9 +135,14 @@ def train(
     cached = use_cached_features and defense is None and not recipe.augment and head_only(adapted)
     if cached:
         trained = optimized = adapted.get_classifier()
-        with autocast(device, precision):
-            train_inputs = frozen_features(model, train_inputs, recipe.batch_size, device)
-            val_inputs = frozen_features(model, val_inputs, recipe.batch_size, device)
+
+        def compute():
+            with autocast(device, precision):
+                return {"train": frozen_features(model, train_inputs, recipe.batch_size, device),
+                        "val": frozen_features(model, val_inputs, recipe.batch_size, device)}
+
+        found = (features or (lambda compute: compute()))(compute)
+        train_inputs, val_inputs = found["train"].to(device), found["val"].to(device)
 
         def forward(x, generator=None):
             return trained(x)
