@@ -23,7 +23,7 @@ from robench.backbone import BackboneSpec, Normalized, create_backbone
 from robench.train import train
 from robench_plugins.strategies.linear_probe import LinearProbe
 
-N_TRAIN, N_VAL, SIZE, EPOCHS, SEEDS, REPEATS = 512, 64, 112, 10, 3, 3
+N_TRAIN, N_VAL, SIZE, EPOCHS, SEEDS, REPEATS = 512, 64, 112, 10, 3, 2
 RECIPE = LinearProbe.recipe.override(epochs=EPOCHS)
 KEY = {"benchmark": "linear_probe_cache", "strategy": "linear_probe"}
 
