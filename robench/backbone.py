@@ -62,11 +62,6 @@ class BackboneSpec:
     weights: Path | None = None
     pretrained: bool = True
 
-    @property
-    def loads_weights(self) -> bool:
-        """False when the backbone is randomly initialised, so its weights depend on the seed."""
-        return self.weights is not None or (self.pretrained and self.name != MICRO)
-
     def describe_weights(self) -> str:
         if self.weights is not None:
             return self.weights.name
@@ -91,7 +86,7 @@ def create_backbone(spec: BackboneSpec, num_classes: int) -> tuple[nn.Module, tu
     if spec.weights is not None:
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(spec.weights)))
     else:
-        kwargs.update(pretrained=spec.loads_weights)
+        kwargs.update(pretrained=spec.pretrained and spec.name != MICRO)
     try:
         model = timm.create_model(spec.name, **kwargs)
     except RobenchError:

@@ -7,14 +7,19 @@ weights are pretrained, so a grid of 3 seeds, or a later run that adds a seed, l
 of recomputing them: the first seed pays a pass over the data, the others train a linear layer.
 
 Files live in ``<out>/features/``, beside the checkpoints and with the same rules: named by a hash
-of everything the features depend on (the strategy, whose ``adapt`` may change the frozen forward
-pass; backbone, weights' sha256, image size, the images of the split, batch size, precision,
-device type; the seed too when the backbone is randomly initialised), written atomically with
-safetensors, never unpickled, and ignored (recomputed) when they do not fit.
+of everything the features depend on (the strategy and its options, whose ``adapt`` may change the
+frozen forward pass; backbone, weights' sha256, a digest of the adapted model's frozen tensors,
+image size, the images of the split, batch size, precision, device type), written atomically with
+safetensors, never unpickled, and ignored (recomputed) when they do not fit. Training options in
+the strategy's label (``linear_probe:lr=0.01``) make a separate file: safe, if not shared.
+
+A seed that reads its features trains without a backbone pass, so its ``train_seconds`` is the
+head's alone; the seed that computed them paid for the pass.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -31,13 +36,25 @@ FORMAT = "1"  # bump when what a features file holds changes
 PARTS = ("train", "val")
 
 
-def key(checkpoint_key: dict, pretrained: bool, precision: str, device: torch.device) -> dict:
+def key(checkpoint_key: dict, frozen: str, precision: str, device: torch.device) -> dict:
     """What a model's frozen features depend on: its checkpoint key without what only training
-    reads (the optimisation recipe, and the seed when the weights are pretrained)."""
+    reads (the optimisation recipe and the seed), plus ``frozen``, the digest of the adapted
+    model's frozen weights (robench.features.frozen_digest). The digest, not the seed, tells a
+    randomly initialised backbone, or a strategy that draws frozen values, from another seed's."""
     fields = {name: value for name, value in checkpoint_key.items() if name not in ("format", "recipe", "seed")}
-    fields |= {"format": FORMAT, "batch_size": checkpoint_key["recipe"]["batch_size"], "precision": precision,
-               "device": torch.device(device).type}
-    return fields if pretrained else fields | {"seed": checkpoint_key["seed"]}
+    return fields | {"format": FORMAT, "frozen": frozen, "batch_size": checkpoint_key["recipe"]["batch_size"],
+                     "precision": precision, "device": torch.device(device).type}
+
+
+def frozen_digest(adapted: torch.nn.Module) -> str:
+    """A hash of every tensor of ``adapted`` that does not train (frozen parameters and buffers):
+    equal digests, equal frozen forward passes. About a second for ViT-B/16's 86M weights."""
+    digest = hashlib.sha256()
+    for name, tensor in adapted.state_dict(keep_vars=True).items():
+        if not (isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def path_for(out: Path, key_fields: dict) -> Path:
@@ -71,10 +88,12 @@ def _load(path: Path, key_fields: dict) -> dict[str, torch.Tensor] | None:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+        fits = (metadata.get("robench_features") == FORMAT and json.loads(metadata.get("key", "{}")) == key_fields
+                and set(tensors) == set(PARTS))
+    except (SafetensorError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         say(f"features {path} not used: unreadable ({type(exc).__name__}); computing them again")
         return None
-    if metadata.get("robench_features") != FORMAT or json.loads(metadata.get("key", "{}")) != key_fields or set(tensors) != set(PARTS):
+    if not fits:
         say(f"features {path} not used: written for another backbone or data; computing them again")
         return None
     return tensors

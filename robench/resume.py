@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from robench import checkpoints, results
+from robench import checkpoints, features, results
 from robench.errors import RobenchError
 
 LOCK_FILE = ".robench.lock"
@@ -96,7 +96,7 @@ def start(out: Path, new: dict) -> dict:
     """
     out = Path(out)
     results.drop_torn_tail(out)
-    for partial in [*out.glob(".*.partial"), *out.glob(f"{checkpoints.FOLDER}/.*.partial")]:
+    for partial in [*out.glob(".*.partial"), *out.glob(f"{checkpoints.FOLDER}/.*.partial"), *out.glob(f"{features.FOLDER}/.*.partial")]:
         partial.unlink()  # left by a killed run; no other run writes here while we hold the lock
     if not results.read_rows(out):
         return new

@@ -308,7 +308,7 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     images, split = prepared.images, prepared.split
     train_data = compute.on_device_if_fits((images.images[split.train], images.labels[split.train],
                                             images.images[split.val], images.labels[split.val]), device)
-    feature_key = features.key(key, config.backbone.loads_weights, config.train_precision, device)
+    feature_key = features.key(key, features.frozen_digest(adapted), config.train_precision, device)
     with PeakMemory(device) as memory:
         result = train(
             model, strategy.plugin, strategy.recipe, train_data[:2], train_data[2:],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from robench_plugins.strategies.linear_probe import LinearProbe
 CHECKPOINT_KEY = {"format": "1", "strategy": "linear_probe", "plugin": "p.LinearProbe", "recipe": {"batch_size": 8, "lr": 0.1},
                   "backbone": "robench_vit_micro", "weights": "abc", "image_size": 32, "dataset": "synthetic",
                   "split_fingerprint": "f", "train_data": "t", "val_data": "v", "seed": 0}
-KEY = features.key(CHECKPOINT_KEY, pretrained=True, precision="fp32", device=torch.device("cpu"))
+KEY = features.key(CHECKPOINT_KEY, frozen="d1", precision="fp32", device=torch.device("cpu"))
 
 
 def _data(n, seed):
@@ -59,39 +60,61 @@ def test_features_are_written_once_and_read_back_equal(tmp_path):
     assert all(torch.equal(first[part], again[part]) for part in features.PARTS)
 
 
-@pytest.mark.parametrize("spoil", ["other key", "corrupt", "missing part"])
-def test_features_that_do_not_fit_are_computed_again(tmp_path, spoil, capsys):
+@pytest.mark.parametrize("spoil", ["other key", "corrupt", "missing part", "metadata not JSON"])
+def test_features_that_do_not_fit_are_computed_again(tmp_path, spoil):
+    from robench.checkpoints import write_tensors
+
     path, calls = tmp_path / "f.safetensors", []
     if spoil == "other key":
         features.stored(path, KEY | {"weights": "other"})(_computed([]))
     elif spoil == "corrupt":
         path.write_bytes(b"\x00" * 40)
+    elif spoil == "missing part":
+        write_tensors(path, {"train": torch.ones(1)}, {"robench_features": features.FORMAT, "key": json.dumps(KEY, sort_keys=True)})
     else:
-        from robench.checkpoints import write_tensors
-        write_tensors(path, {"train": torch.ones(1)}, {"robench_features": features.FORMAT, "key": __import__("json").dumps(KEY, sort_keys=True)})
+        write_tensors(path, {"train": torch.ones(1), "val": torch.ones(1)}, {"robench_features": features.FORMAT, "key": "{not json"})
     out = features.stored(path, KEY)(_computed(calls))
     assert calls == [1] and torch.equal(out["val"], torch.ones(2, 2))
     assert features.stored(path, KEY)(_computed(calls)) and calls == [1]  # rewritten, so now it fits
 
 
-def test_the_key_leaves_out_the_recipe_and_the_seed_only_for_pretrained_weights():
-    other_seed = CHECKPOINT_KEY | {"seed": 1, "recipe": {"batch_size": 8, "lr": 0.5}}
+def test_the_key_leaves_out_the_recipe_and_the_seed_but_not_the_frozen_weights():
     cpu = torch.device("cpu")
-    assert features.key(other_seed, True, "fp32", cpu) == KEY
-    assert features.key(other_seed, False, "fp32", cpu) != features.key(CHECKPOINT_KEY, False, "fp32", cpu)
+    other_seed = CHECKPOINT_KEY | {"seed": 1, "recipe": {"batch_size": 8, "lr": 0.5}}
+    assert features.key(other_seed, "d1", "fp32", cpu) == KEY
+    assert features.key(CHECKPOINT_KEY, "d2", "fp32", cpu) != KEY
     for changed in (CHECKPOINT_KEY | {"recipe": {"batch_size": 16}}, CHECKPOINT_KEY | {"weights": "x"}, CHECKPOINT_KEY | {"train_data": "y"}):
-        assert features.key(changed, True, "fp32", cpu) != KEY
-    assert features.key(CHECKPOINT_KEY, True, "bf16", cpu) != KEY
+        assert features.key(changed, "d1", "fp32", cpu) != KEY
+    assert features.key(CHECKPOINT_KEY, "d1", "bf16", cpu) != KEY
     assert features.path_for("out", KEY).parent.name == "features"
 
 
-def test_a_run_over_three_seeds_computes_the_features_once_and_a_random_backbone_once_per_seed(tmp_path, capsys):
+def test_the_frozen_digest_follows_the_frozen_weights_and_ignores_what_trains(micro_vit):
+    vit, _, _ = micro_vit
+    probe = LinearProbe().adapt(copy.deepcopy(vit))
+    digest = features.frozen_digest(probe)
+    assert features.frozen_digest(LinearProbe().adapt(copy.deepcopy(vit))) == digest
+    with torch.no_grad():
+        probe.head.weight.add_(1.0)  # trains: not part of the digest
+        assert features.frozen_digest(probe) == digest
+        probe.blocks[0].mlp.fc1.weight[0, 0] += 1e-3  # frozen: a different forward pass
+    assert features.frozen_digest(probe) != digest
+
+
+def test_a_run_over_three_seeds_computes_the_features_once_and_a_random_backbone_once_per_seed(tmp_path, monkeypatch):
+    from robench import train as training
     from robench.cli import main
     from tests.test_cli import FAST, _micro_weights
 
+    passes = []
+    original = training.frozen_features
+    monkeypatch.setattr(training, "frozen_features", lambda *args: passes.append(1) or original(*args))
     weights = _micro_weights(tmp_path / "micro.safetensors")
-    common = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01", "--seeds", "0,1,2"]
+    common = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01", "--seeds", "0,1,2",
+              "--leaderboard-dir", str(tmp_path)]
     assert main([*common, "--weights", str(weights), "--out", str(tmp_path / "pretrained")]) == 0
-    assert main([*common, "--out", str(tmp_path / "random")]) == 0
+    assert len(passes) == 2  # train and val, once for the three seeds
+    assert main([*common, "--out", str(tmp_path / "random")]) == 0  # a random backbone per seed
+    assert len(passes) == 2 + 3 * 2
     assert len(list((tmp_path / "pretrained" / "features").glob("linear_probe-*.safetensors"))) == 1
     assert len(list((tmp_path / "random" / "features").glob("linear_probe-*.safetensors"))) == 3
