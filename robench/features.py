@@ -62,20 +62,36 @@ def path_for(out: Path, key_fields: dict) -> Path:
     return Path(out) / FOLDER / f"{checkpoints.file_stem(key_fields['strategy'])}-{checkpoints.digest(key_fields)}.safetensors"
 
 
-def stored(path: Path | None, key_fields: dict) -> Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]:
+Features = Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]  # the ``features`` argument of train()
+
+
+def in_run_folder(out: Path, checkpoint_key: dict, adapted: torch.nn.Module, precision: str, device: torch.device) -> Features:
+    """A ``features`` argument for robench.train.train that keeps them in ``<out>/features/``.
+
+    The key, which hashes the frozen weights, is made only when train() asks for features, so a
+    strategy that trains through the backbone pays nothing for it.
+    """
+
+    def load_or_compute(compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        fields = key(checkpoint_key, frozen_digest(adapted), precision, device)
+        return stored(path_for(out, fields), fields)(compute)
+
+    return load_or_compute
+
+
+def stored(path: Path, key_fields: dict) -> Features:
     """A ``features`` argument for robench.train.train: the features in ``path`` when it holds
     those of ``key_fields``, else computed, written there and returned."""
 
     def load_or_compute(compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        loaded = _load(path, key_fields) if path is not None else None
+        loaded = _load(path, key_fields)
         if loaded is not None:
             return loaded
         features = compute()
-        if path is not None:
-            try:
-                checkpoints.write_tensors(path, features, {"robench_features": FORMAT, "key": json.dumps(key_fields, sort_keys=True)})
-            except OSError as exc:
-                say(f"features {path} not saved ({exc.strerror or exc}): the next seed computes them again")
+        try:
+            checkpoints.write_tensors(path, features, {"robench_features": FORMAT, "key": json.dumps(key_fields, sort_keys=True)})
+        except OSError as exc:
+            say(f"features {path} not saved ({exc.strerror or exc}): the next seed computes them again")
         return features
 
     return load_or_compute

@@ -96,7 +96,7 @@ def start(out: Path, new: dict) -> dict:
     """
     out = Path(out)
     results.drop_torn_tail(out)
-    for partial in [*out.glob(".*.partial"), *out.glob(f"{checkpoints.FOLDER}/.*.partial"), *out.glob(f"{features.FOLDER}/.*.partial")]:
+    for partial in [path for folder in (".", checkpoints.FOLDER, features.FOLDER) for path in (out / folder).glob(".*.partial")]:
         partial.unlink()  # left by a killed run; no other run writes here while we hold the lock
     if not results.read_rows(out):
         return new

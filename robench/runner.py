@@ -308,13 +308,12 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     images, split = prepared.images, prepared.split
     train_data = compute.on_device_if_fits((images.images[split.train], images.labels[split.train],
                                             images.images[split.val], images.labels[split.val]), device)
-    feature_key = features.key(key, features.frozen_digest(adapted), config.train_precision, device)
     with PeakMemory(device) as memory:
         result = train(
             model, strategy.plugin, strategy.recipe, train_data[:2], train_data[2:],
             num_classes, seed, device, label=f"{strategy.label} seed {seed}", precision=config.train_precision,
             defense=strategy.defense.plugin if strategy.defense else None,
-            features=features.stored(features.path_for(config.out, feature_key), feature_key),
+            features=features.in_run_folder(config.out, key, adapted, config.train_precision, device),
         )
     info = {
         "trainable_params": trainable,

@@ -154,6 +154,19 @@ def test_the_same_command_again_redoes_nothing(capsys, tmp_path, train_calls):
     assert (tmp_path / "run" / RESULTS_FILE).read_bytes() == before
 
 
+def test_partial_files_a_killed_run_left_are_removed_when_it_resumes(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+            "--out", str(out_dir), "--leaderboard-dir", str(tmp_path)]
+    assert run_cli(capsys, *argv)[0] == 0
+    left = [out_dir / ".results.jsonl.9.partial", out_dir / "checkpoints" / ".x.safetensors.9.partial",
+            out_dir / "features" / ".x.safetensors.9.partial"]
+    for path in left:
+        path.write_bytes(b"half")
+    assert run_cli(capsys, *argv)[0] == 0
+    assert not [path for path in left if path.exists()]
+
+
 def test_an_extra_attack_eps_and_seed_extend_the_run_without_retraining(capsys, tmp_path, train_calls, monkeypatch):
     out_dir = tmp_path / "run"
     common = [*FAST[:-3], "--quiet", "--strategies", "full,linear_probe", "--out", str(out_dir), "--leaderboard-dir", str(tmp_path)]
