@@ -60,7 +60,8 @@ def key(config, strategy, seed: int, prepared) -> dict:
         "train_data": _ids_digest(images, split.train),
         "val_data": _ids_digest(images, split.val),
         "seed": seed,
-    } | ({"defense": defense.label, "defense_plugin": f"{type(defense.plugin).__module__}.{type(defense.plugin).__qualname__}"}
+    } | ({"defense": defense.label, "defense_plugin": f"{type(defense.plugin).__module__}.{type(defense.plugin).__qualname__}",
+          "defense_examples": "exact"}  # made in exact arithmetic since issue 10, not under the subnormal flush
          if defense is not None else {})
 
 

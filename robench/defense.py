@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from robench.attack import check_perturbation
+from robench.attack import check_perturbation, exact_arithmetic
 
 NONE = "none"  # the defense label of an undefended model, in rows and on the command line
 
@@ -60,13 +60,8 @@ def defended_loss(defense: Defense, model: nn.Module, images: torch.Tensor, labe
     from robench.evaluate import frozen  # here: robench.evaluate imports robench.train, which imports this
 
     model.eval()
-    with frozen(model):
+    with frozen(model), exact_arithmetic():  # the examples, like an attack's, in exact arithmetic
         adversarial = defense.perturb(model, images, labels).detach()
     check_perturbation(f"defense {defense.name}", defense.norm, adversarial, images, defense.eps)
     train_mode()
     return defense.loss(model, images, adversarial, labels, criterion)
-
-
-def project(images: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
-    """Clip ``images`` into the L-inf ball of radius ``eps`` around ``clean`` and into [0, 1]."""
-    return torch.min(torch.max(images, clean - eps), clean + eps).clamp(0, 1).detach()

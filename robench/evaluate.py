@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from robench.attack import Attack, check_perturbation
+from robench.attack import Attack, check_perturbation, exact_arithmetic
 from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy
 from robench.progress import progress
@@ -51,36 +51,45 @@ def attack_sweep(
 ) -> dict[float, dict]:
     """Attack the clean-correct test images at every eps; return the metrics of each eps.
 
-    ``precision="bf16"`` runs the attack's forward passes, and the check of what survived them,
-    under bf16 autocast on CUDA; the images, perturbations and eps checks stay fp32.
+    The attack runs in exact arithmetic (robench.attack.exact_arithmetic: no subnormal flush, no
+    autocast), whatever the training used; ``precision="bf16"`` then runs its forward passes, and
+    the check of what survived them, under bf16 autocast on CUDA, while the images, perturbations
+    and eps checks stay fp32. Each eps's metrics carry ``adv_pred``: the prediction on every given
+    image after the attack (an image wrong on clean is not attacked and keeps its clean
+    prediction), from which every metric of the row can be recomputed and the worst case over
+    attacks is taken per image (robench.worst_case).
     """
     model.eval()
     correct = (clean_preds == labels).nonzero().flatten()
-    survived = {eps: torch.zeros(len(labels), dtype=torch.bool) for eps in eps_values}
+    adv_preds = {eps: clean_preds.clone() for eps in eps_values}
     started = time.perf_counter()
     chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
-    with frozen(model), autocast(device, precision):
+    with frozen(model), exact_arithmetic(), autocast(device, precision):
         for chunk in progress(chunks, desc=f"attack {label}", unit="batch"):
             x = to_pixels(images[chunk].to(device))
             y = labels[chunk].to(device)
             for eps, adv in attack.sweep(model, x, y, eps_values):
                 check_perturbation(f"attack {attack.name}", attack.norm, adv, x, eps)
                 with torch.no_grad():
-                    survived[eps][chunk] = (model(adv).argmax(1) == y).cpu()
+                    adv_preds[eps][chunk] = model(adv).argmax(1).cpu()
     seconds = time.perf_counter() - started
-    results = {}
-    for eps in eps_values:
-        n_correct = len(correct)
-        on_correct = float(survived[eps].sum()) / n_correct if n_correct else float("nan")
-        results[eps] = {
-            "robust_acc": accuracy(survived[eps]),
-            "robust_bacc": balanced_accuracy(labels, survived[eps]),
-            "n_clean_correct": n_correct,
-            "acc_on_correct": on_correct,
-            "attack_success_rate": 1 - on_correct,
-            "attack_seconds": seconds,
-        }
-    return results
+    return {eps: robust_metrics(labels, clean_preds, adv_preds[eps]) | {"attack_seconds": seconds}
+            for eps in eps_values}
+
+
+def robust_metrics(labels: torch.Tensor, clean_preds: torch.Tensor, adv_preds: torch.Tensor) -> dict:
+    """A cell's metrics under both protocols, from the per-image predictions before and after the attack."""
+    survived = adv_preds == labels
+    n_correct = int((clean_preds == labels).sum())
+    on_correct = float(survived.sum()) / n_correct if n_correct else float("nan")
+    return {
+        "robust_acc": accuracy(survived),
+        "robust_bacc": balanced_accuracy(labels, survived),
+        "n_clean_correct": n_correct,
+        "acc_on_correct": on_correct,
+        "attack_success_rate": 1 - on_correct,
+        "adv_pred": adv_preds.tolist(),
+    }
 
 
 @contextmanager

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from robench.attack import FAMILIES
+from robench.worst_case import survived
 
 TOLERANCE = 0.005  # half a percentage point of mean robust accuracy
+FEW_IMAGES = 2  # per-image check: more images than this left correct that another attack fooled
 NEAR_CHANCE = 0.05  # balanced accuracy within 5 points of 1 / n_classes
 CLEAN = "none"  # the attack label of a model's clean row
 
@@ -34,6 +36,9 @@ CHECKS = {
     "so trust none of that curve's numbers (they are upper bounds at best)",
     "family-order": "an attack of a stronger family (single-step < iterative < ensemble) is weaker than "
     "one of a weaker family at the same eps: the stronger attack is misconfigured or the gradients are masked",
+    "weaker-per-image": "an attack left more than a few images correct that another attack of the same or a "
+    "weaker family fooled at the same eps on the same model (per image, e.g. PGD on cross-entropy against PGD "
+    "on the margin): its column overstates robustness; the worst-case column does not",
     "black-box-wins": "a black-box attack, which never reads gradients, beats every white-box attack at the "
     "same eps: the mark of gradient masking; the white-box numbers overstate robustness",
     "below-majority": "clean accuracy at or below the majority-class baseline (always answering the most "
@@ -52,11 +57,12 @@ class Flag:
     detail: str  # the numbers that set it off, e.g. "pgd 19.07% at eps 0.01 -> 33.22% at eps 0.02"
 
 
-def check(frame: pd.DataFrame, n_classes: int | None = None) -> list[Flag]:
+def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> list[Flag]:
     """Every flag of a results frame (``robench.results.read_frame``); failed rows are ignored.
 
     Family and black-box checks need the rows' ``attack_family`` and ``attack_black_box``;
-    the near-chance check needs ``n_classes``. Without them those checks are skipped.
+    the near-chance check needs ``n_classes``, the per-image check the attacked images'
+    ``labels`` (config.json's ``attacked``). Without them those checks are skipped.
     """
     ok = frame[frame["status"] == "ok"]
     cells = ok[ok["attack"] != CLEAN].drop_duplicates(["strategy", "seed", "attack", "eps"], keep="last")
@@ -65,6 +71,7 @@ def check(frame: pd.DataFrame, n_classes: int | None = None) -> list[Flag]:
         *_eps_zero(cells),
         *_rises_with_eps(cells),
         *_family_order(cells),
+        *_weaker_per_image(cells, labels),
         *_black_box_wins(cells),
         *_collapse(models, n_classes),
     ]
@@ -129,6 +136,32 @@ def _family_order(cells: pd.DataFrame) -> Iterator[Flag]:
                 yield Flag("family-order", strategy,
                            f"{strong} ({FAMILIES[rank[strong]]}) {_pct(strong_mean)} > {weak} "
                            f"({FAMILIES[rank[weak]]}) {_pct(weak_mean)} at eps {eps:g}")
+
+
+def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
+    """Attack A left correct, on average over the seeds both ran, more than FEW_IMAGES images that
+    attack B fooled, where B's family is A's or a weaker one (a single-step attack losing to an
+    iterative one is expected, not flagged; black-box attacks are gradient-masking probes, not
+    flagged either)."""
+    if labels is None or "adv_pred" not in cells:
+        return
+    white = cells[(cells["attack_black_box"] == False) & cells["attack_family"].isin(FAMILIES)]  # noqa: E712
+    white = white.assign(alive_=survived(white, labels))
+    white = white[white["alive_"].notna()]
+    rank = {attack: FAMILIES.index(family) for attack, family in zip(white["attack"], white["attack_family"])}
+    for (strategy, eps), group in white.groupby(["strategy", "eps"], sort=False):
+        alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
+        attacks = list(dict.fromkeys(group["attack"]))
+        for a in attacks:
+            for b in attacks:
+                if a == b or rank[b] > rank[a]:
+                    continue
+                seeds = [seed for (attack, seed) in alive if attack == a and (b, seed) in alive]
+                counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum()) for seed in seeds]
+                if counts and sum(counts) / len(counts) > FEW_IMAGES:
+                    yield Flag("weaker-per-image", strategy,
+                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps:g} "
+                               f"(mean over {len(counts)} seed(s))")
 
 
 def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:

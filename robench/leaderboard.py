@@ -21,6 +21,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from robench import flags
+from robench.worst_case import WORST, with_worst_case
 from robench.defense import NONE, combined_label
 from robench.errors import RobenchError
 from robench.results import CELL_METRICS, CONFIG_FILE, MODEL_METRICS, RESULTS_FILE, read_config, read_frame
@@ -117,16 +118,18 @@ def render(
     if frame.empty:
         raise RobenchError(f"no results in {run_dir / RESULTS_FILE}: run `robench run --out {run_dir}` first")
     config = _config(run_dir)
+    labels = attacked_labels(config)
     protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
     if protocol_name not in PROTOCOLS:
         raise RobenchError(
             f"unknown protocol {protocol_name!r} in {run_dir / CONFIG_FILE}: expected one of {', '.join(PROTOCOLS)}"
         )
     other_name = next(name for name in PROTOCOLS if name != protocol_name)
-    board = _Board(summarise(frame), frame, config)
     if notes is None and footnotes is None:
         classes = config.get("dataset", {}).get("classes")
-        notes, footnotes = flags.annotate(flags.check(frame, n_classes=len(classes) if classes else None))
+        notes, footnotes = flags.annotate(flags.check(frame, n_classes=len(classes) if classes else None, labels=labels))
+    frame = with_worst_case(frame, labels)
+    board = _Board(summarise(frame), frame, config)
 
     main = board.main_table(PROTOCOLS[protocol_name])
     if notes:
@@ -174,6 +177,19 @@ def write(
     return path
 
 
+def attacked_labels(config: Mapping) -> list[int] | None:
+    """The labels of the attacked images, in the order of the rows' per-image predictions; None
+    for a run written before robench kept them (its pages then have no worst-case column)."""
+    attacked = config.get("attacked")
+    return attacked.get("labels") if isinstance(attacked, Mapping) else None
+
+
+def board_frame(run_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """A run's rows with its worst-case rows added, and its config: what the page and plots show."""
+    config = _config(Path(run_dir))
+    return with_worst_case(read_frame(Path(run_dir)), attacked_labels(config)), config
+
+
 def run_name(config: Mapping, run_dir: Path) -> str:
     """The config's name, else the run dir's: old runs may not have written one."""
     return config.get("name") or Path(run_dir).name
@@ -192,8 +208,8 @@ class _Board:
             (row.strategy, row.attack, None if pd.isna(row.eps) else row.eps, row.metric): row
             for row in summary.itertuples(index=False)
         }
-        self.strategies = _ordered(frame["strategy"].dropna(), model_order(config))
-        self.columns = _attack_columns(frame, config.get("attacks") or ())
+        self.strategies = ranked(_ordered(frame["strategy"].dropna(), model_order(config)), summary)
+        self.columns = _attack_columns(frame, [WORST, *(config.get("attacks") or ())])
         seeds = config.get("seeds")
         self.expected_n = len(seeds) if seeds else int(summary["n"].max()) if len(summary) else 1
         self.config = config
@@ -260,6 +276,9 @@ class _Board:
             f"Accuracies in %, mean ± sample std over the run's {self.expected_n} seed(s); "
             f"`(n=k)` marks a cell with only k of them. Attack columns (`attack@eps`, eps in [0, 1] "
             f"pixel units): {protocol.title}. {self.denominator(protocol)} "
+            + (f"`{WORST}@eps`: an image counts as robust only if it survives every attack run at that eps "
+               f"(per image, not the minimum of the columns); rows are ranked by it, averaged over eps. "
+               if any(attack == WORST for attack, _ in self.columns) else "") +
             f"Peak MiB: memory while the model trained: the CUDA allocator's peak on a GPU, "
             f"the process's resident memory (sampled) on a CPU."
         )
@@ -280,6 +299,15 @@ class _Board:
             f"- majority class (always answering the training split's most frequent class): {majority_text}\n"
             f"- chance balanced accuracy (also the majority class's): {chance}"
         )
+
+
+def ranked(strategies: list[str], summary: pd.DataFrame) -> list[str]:
+    """Best first by the headline number: worst-case robust accuracy over all attacked images,
+    averaged over the run's eps (each eps's mean over seeds); models without it keep their order
+    after the others. Ties keep the command's order."""
+    worst = summary[(summary["attack"] == WORST) & (summary["metric"] == "robust_acc")]
+    score = worst.groupby("strategy")["mean"].mean().to_dict()
+    return sorted(strategies, key=lambda s: -score[s] if s in score else float("inf"))
 
 
 def model_order(config: Mapping) -> list[str]:

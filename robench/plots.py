@@ -23,10 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robench.leaderboard import (
-    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _config, _ordered, _sentence, model_order, run_name,
-    summarise,
+    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, WORST, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
+    run_name, summarise,
 )
-from robench.results import read_frame
 
 DPI = 120
 Y_LABELS = {"all": "robust accuracy, all test images (%)", "correct": "accuracy on clean-correct images (%)"}
@@ -110,8 +109,7 @@ def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None
     written, for a run without attacked cells or with a config the leaderboard refuses.
     """
     run_dir = Path(run_dir)
-    frame = read_frame(run_dir)
-    config = _config(run_dir)
+    frame, config = board_frame(run_dir)
     name = name or run_name(config, run_dir)
     protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
     protocol = PROTOCOLS.get(protocol_name)
@@ -119,7 +117,7 @@ def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None
         return []
     summary = summarise(frame)
     strategies = _ordered(frame["strategy"].dropna(), model_order(config))
-    attacks = list(dict.fromkeys(attack for attack, _ in _attack_columns(frame, config.get("attacks") or ())))
+    attacks = list(dict.fromkeys(attack for attack, _ in _attack_columns(frame, [WORST, *(config.get("attacks") or ())])))
     clean = _clean_accuracies(summary)
     majority = summary.loc[summary["metric"] == "majority_acc", "mean"]
     written = []

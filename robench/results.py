@@ -52,6 +52,12 @@ CELL_METRICS = (
     "attack_success_rate",  # 1 - acc_on_correct
     "attack_seconds",
 )
+# Per-image records, lists over the attacked images in config.json's ``attacked`` order (ids,
+# labels): they travel inside the row, so a row never exists without them.
+RECORD_FIELDS = (
+    "clean_pred",  # the clean row's: the model's prediction on each attacked image
+    "adv_pred",  # an attacked row's: the prediction after the attack (a clean-wrong image is not attacked)
+)
 # Every row has these keys; eps is in [0, 1] pixel units.
 ROW_FIELDS = (
     # which cell
@@ -68,6 +74,7 @@ ROW_FIELDS = (
     "eps",
     *MODEL_METRICS,
     *CELL_METRICS,
+    *RECORD_FIELDS,
     # outcome
     "status",  # "ok" or "failed"
     "error",  # one line, for failed cells

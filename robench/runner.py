@@ -259,7 +259,8 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
         return
     if needs_clean:
         yield base | {"attack": "none", "attack_name": "none", "eps": 0.0, "status": "ok", "error": None,
-                      "robust_acc": base["clean_acc"], "robust_bacc": base["clean_bacc"]}
+                      "robust_acc": base["clean_acc"], "robust_bacc": base["clean_bacc"],
+                      "clean_pred": clean_preds.tolist()}
     for attack in attacks:
         cell = base | {"attack": attack.label, "attack_name": attack.plugin.name,
                        "attack_family": attack.plugin.family, "attack_black_box": attack.plugin.black_box}
@@ -353,6 +354,15 @@ def _test_arrays(prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
     return prepared.images.images[prepared.split.test], prepared.images.labels[prepared.split.test]
 
 
+def attacked_images(prepared: Prepared) -> dict:
+    """The ids and labels of the attacked test images, in the order of every row's per-image
+    predictions (``clean_pred``, ``adv_pred``): what makes a row's metrics recomputable."""
+    labels = _test_arrays(prepared)[1]
+    ids = prepared.test.ids if prepared.test is not None else [prepared.images.ids[i] for i in prepared.split.test]
+    order = range(len(labels)) if prepared.attacked is None else [int(i) for i in prepared.attacked]
+    return {"ids": [ids[i] for i in order], "labels": [int(labels[i]) for i in order]}
+
+
 def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dict:
     """The config.json of a run: what a reader needs to trust and re-make its leaderboard."""
     images, split, test = prepared.images, prepared.split, prepared.test
@@ -385,6 +395,7 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         "attack_samples": None if prepared.attacked is None else {
             "n": len(prepared.attacked), "of": len(_test_arrays(prepared)[1]), "seed": split.seed,
             "how": "class-stratified subset of the test set, the same for every strategy and seed"},
+        "attacked": attacked_images(prepared),
         "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}
         | {"python": platform.python_version()},
         "device": str(resolve_device(config.device)),

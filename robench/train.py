@@ -123,8 +123,9 @@ def train(
     ``train_set`` and ``val_set`` are (uint8 images, labels). Batches are drawn from a generator
     seeded with ``seed``, so the same call gives the same model. With a ``defense``, every batch
     is trained on the examples it makes (see robench.defense.defended_loss). ``precision="bf16"``
-    runs the forward passes and the loss (a defense's examples included) under bf16 autocast on
-    CUDA (robench.compute.autocast); the weights and the optimizer stay fp32. ``features``, given
+    runs the forward passes and the loss under bf16 autocast on CUDA (robench.compute.autocast);
+    the weights and the optimizer stay fp32. A defense's examples are made in exact arithmetic,
+    as an attack's are (robench.attack.exact_arithmetic): no autocast, no subnormal flush. ``features``, given
     a function computing the frozen features {"train", "val"}, returns them: from disk when they
     were computed before (robench.features.stored); by default it computes them.
     """

@@ -187,7 +187,7 @@ def test_pgd_at_trains_on_the_pgd_attack_that_evaluates(micro_model):
     torch.manual_seed(7)
     ours = PGDAT(eps=0.03, steps=4).perturb(micro_model, images, labels)
     torch.manual_seed(7)
-    assert torch.equal(ours, PGD(steps=4).perturb(micro_model, images, labels, 0.03))
+    assert torch.equal(ours, PGD(steps=4, loss="ce").perturb(micro_model, images, labels, 0.03))  # Madry et al.'s loss
 
 
 def test_trades_loss_is_clean_cross_entropy_plus_beta_times_the_kl_to_the_adversarial_outputs():

@@ -5,8 +5,8 @@ Each training batch is replaced by one FGSM step from a random point of the eps-
     delta ~ U(-eps, eps),  x0 = clip_[0,1](x + delta),
     x' = clip_[0,1](clip_[x-eps, x+eps](x0 + alpha * sign(grad_x0 CE(f(x0), y))))
 with alpha = 1.25 * eps, the paper's step (without the random start, or with a larger alpha,
-single-step training "catastrophically overfits": it stops resisting PGD). The gradient sign is
-robench's FGSM attack's own (robench_plugins.attacks.fgsm). Threat model: L-inf, pixel space
+single-step training "catastrophically overfits": it stops resisting PGD). The gradient is
+robench.attack.gradient, the one robench's FGSM and PGD attacks step along. Threat model: L-inf, pixel space
 [0, 1]; eps defaults to 0.01, the seed study's smaller attack eps (about 2.55/255).
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 import robench
-from robench.defense import Defense, project
-from robench_plugins.attacks.fgsm import gradient_sign
+from robench.attack import gradient, project
+from robench.defense import Defense
 
 
 class FGSMAT(Defense):
@@ -34,7 +34,7 @@ class FGSMAT(Defense):
     def perturb(self, model, images, labels):
         alpha = self.alpha if self.alpha is not None else 1.25 * self.eps
         start = (images + torch.empty_like(images).uniform_(-self.eps, self.eps)).clamp(0, 1)
-        return project(start + alpha * gradient_sign(model, start, labels), images, self.eps)
+        return project(start + alpha * gradient(model, start, labels, "ce").sign(), images, self.eps)
 
 
 @robench.hookimpl

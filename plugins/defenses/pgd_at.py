@@ -3,8 +3,8 @@
 Madry, Makelov, Schmidt, Tsipras and Vladu, "Towards Deep Learning Models Resistant to
 Adversarial Attacks", ICLR 2018: minimise the loss on the worst case found by PGD with a random
 start, min_theta E max_{||delta||_inf <= eps} CE(f(x + delta), y). The examples come from
-robench's PGD attack (robench_plugins.attacks.pgd, through torchattacks), the very code that
-evaluates the models, with ``steps`` iterations (7 by default, Madry et al.'s CIFAR-10 setting)
+robench's PGD attack (robench_plugins.attacks.pgd), the very code that evaluates the models, on
+the paper's cross-entropy loss (the attack's own default is the margin), with ``steps`` iterations (7 by default, Madry et al.'s CIFAR-10 setting)
 of size ``alpha`` (default 2.5 * eps / steps, the paper's rule). Threat model: L-inf, pixel space
 [0, 1]; eps defaults to 0.01, the seed study's smaller attack eps (about 2.55/255). Training
 costs about steps + 1 forward and backward passes per batch instead of one.
@@ -26,7 +26,7 @@ class PGDAT(Defense):
         if not 0 < eps <= 1:
             raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 0.01 or 2/255), got {eps}")
         self.eps, self.steps, self.alpha = eps, steps, alpha
-        self.attack = PGD(steps=steps, alpha=alpha, random_start=True)  # checks steps and alpha
+        self.attack = PGD(steps=steps, alpha=alpha, random_start=True, loss="ce")  # checks steps and alpha
 
     def perturb(self, model, images, labels):
         return self.attack.perturb(model, images, labels, self.eps)

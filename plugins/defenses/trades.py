@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 import robench
-from robench.defense import Defense, project
+from robench.attack import project
+from robench.defense import Defense
 
 
 class TRADES(Defense):

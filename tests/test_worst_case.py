@@ -1,0 +1,92 @@
+"""The worst case over attacks, per image, and the per-image flag: hand-built records with known answers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from robench import flags, leaderboard
+from robench.results import ROW_FIELDS, append_row, write_config
+from robench.worst_case import WORST, worst_case_rows
+
+LABELS = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]  # 10 attacked images
+CLEAN = [0, 1, 2, 0, 1, 2, 0, 1, 2, 1]  # the last one wrong before any attack: 9 of 10 correct
+WRONG = 3  # a class no image has: "fooled"
+
+
+def preds(fooled: set[int]) -> list[int]:
+    """Predictions after an attack that fooled the images at the ``fooled`` positions."""
+    return [WRONG if i in fooled else p for i, p in enumerate(CLEAN)]
+
+
+def rows(strategy: str, attacks: dict[str, tuple[str, set[int]]], seed: int = 0, eps: float = 0.01) -> list[dict]:
+    model = {"strategy": strategy, "seed": seed, "status": "ok", "n_test": 10, "n_attacked": 10,
+             "clean_acc": 0.9, "attack_clean_acc": 0.9, "clean_bacc": 0.9, "majority_acc": 0.4}
+    out = [model | {"attack": "none", "attack_name": "none", "eps": 0.0, "robust_acc": 0.9, "clean_pred": CLEAN}]
+    for attack, (family, fooled) in attacks.items():
+        adv = preds(fooled)
+        robust = sum(a == y for a, y in zip(adv, LABELS)) / 10
+        out.append(model | {"attack": attack, "attack_name": attack.split("(")[0], "attack_family": family,
+                            "attack_black_box": False, "eps": eps, "robust_acc": robust, "n_clean_correct": 9,
+                            "acc_on_correct": robust / 0.9, "attack_seconds": 1.0, "adv_pred": adv})
+    return out
+
+
+def frame(rows_) -> pd.DataFrame:
+    return pd.DataFrame(rows_, columns=list(ROW_FIELDS))
+
+
+def test_the_worst_case_is_per_image_not_the_minimum_of_the_columns():
+    # fgsm fools images 0-3, pgd images 2-5: each leaves 5 of 10 correct, together only 3 (6, 7, 8)
+    table = frame(rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})}))
+    worst = worst_case_rows(table, LABELS)
+    assert len(worst) == 1 and worst.iloc[0]["attack"] == WORST
+    assert table.loc[table["attack"] != "none", "robust_acc"].min() == pytest.approx(0.5)
+    assert worst.iloc[0]["robust_acc"] == pytest.approx(0.3)
+    assert worst.iloc[0]["acc_on_correct"] == pytest.approx(3 / 9)
+    assert worst.iloc[0]["robust_bacc"] == pytest.approx((1 / 4 + 1 / 3 + 1 / 3) / 3)  # images 6, 7, 8: one per class
+
+
+def test_no_worst_case_with_one_attack_or_without_records():
+    one = frame(rows("vpt", {"pgd": ("iterative", {0})}))
+    assert worst_case_rows(one, LABELS).empty
+    two = frame(rows("vpt", {"fgsm": ("single-step", {0}), "pgd": ("iterative", {1})}))
+    assert worst_case_rows(two, None).empty  # a run written before robench kept its labels
+    assert worst_case_rows(two.assign(adv_pred=None), LABELS).empty  # rows written before records
+
+
+def _fired(table, labels=LABELS):
+    return [f for f in flags.check(table, n_classes=3, labels=labels) if f.check == "weaker-per-image"]
+
+
+def test_an_attack_that_leaves_images_a_peer_fooled_is_flagged():
+    # pgd on cross-entropy fools 1 image, pgd on the margin 5, among them that one: ce left 4 it fooled
+    table = frame(rows("vpt", {"pgd(loss=ce)": ("iterative", {0}), "pgd": ("iterative", {0, 1, 2, 3, 4})}))
+    found = _fired(table)
+    assert [(f.strategy, f.detail.split(" left")[0]) for f in found] == [("vpt", "pgd(loss=ce)")]
+    assert "4.0 images" in found[0].detail
+    assert _fired(table, labels=None) == []  # without labels the check is skipped
+
+
+def test_few_images_or_a_weaker_family_do_not_flag():
+    # 2 images (not more than FEW_IMAGES) is within what random starts explain
+    assert _fired(frame(rows("vpt", {"pgd(loss=ce)": ("iterative", {0}), "pgd": ("iterative", {0, 1, 2})}))) == []
+    # FGSM leaving what PGD fooled is expected: a single step is the weaker family
+    assert _fired(frame(rows("vpt", {"fgsm": ("single-step", set()), "pgd": ("iterative", {0, 1, 2, 3, 4})}))) == []
+
+
+def test_the_page_shows_the_worst_case_first_and_ranks_by_it(tmp_path):
+    # "low" has the better columns but its attacks fooled different images; "high" loses the same ones
+    run = tmp_path / "run"
+    run.mkdir()
+    for row in (rows("low", {"fgsm": ("single-step", {0, 1}), "pgd": ("iterative", {2, 3, 4})})
+                + rows("high", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {0, 1, 2, 3})})):
+        append_row(run, row)
+    write_config(run, {"name": "t", "strategies": ["low", "high"], "attacks": ["fgsm", "pgd"], "seeds": [0],
+                       "dataset": {"classes": ["a", "b", "c"]}, "attacked": {"ids": list("abcdefghij"), "labels": LABELS}})
+    page = leaderboard.render(run)
+    header = next(line for line in page.splitlines() if line.startswith("| strategy"))
+    assert header.index("worst case@0.01") < header.index("fgsm@0.01")
+    body = [line for line in page.splitlines() if line.startswith("| low") or line.startswith("| high")]
+    assert body[0].startswith("| high")  # 5 of 10 survive both in "high", 4 in "low"
+    assert "| 50.00" in body[0] and "| 40.00" in body[1]
