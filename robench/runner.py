@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from robench import checkpoints, compute, data, executors, features, leaderboard, results, resume
-from robench.attack import Attack
+from robench.attack import Attack, exact_arithmetic
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.data.split import stratified_sample
 from robench.defense import NONE, Defense, combined_label
@@ -244,7 +244,8 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
     try:
         model, train_info = train_model(config, strategy, seed, prepared, device, num_classes)
         test_images, test_labels = _test_arrays(prepared)
-        clean_preds = predict(model, test_images, config.attack_batch_size, device)
+        with exact_arithmetic():  # the arithmetic of the attacks' own check of what survived
+            clean_preds = predict(model, test_images, config.attack_batch_size, device)
         base |= clean_metrics(test_labels, clean_preds) | train_info
         if prepared.attacked is not None:
             keep = torch.as_tensor(prepared.attacked)
