@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from robench import flags
+from robench import flags, uncertainty
 from robench.worst_case import WORST, with_worst_case
 from robench.defense import NONE, combined_label
 from robench.errors import RobenchError
@@ -134,6 +134,8 @@ def render(
     main = board.main_table(PROTOCOLS[protocol_name])
     if notes:
         main["notes"] = [notes.get(strategy, "") for strategy in board.strategies]
+    paired = uncertainty.paired_section(uncertainty.against_the_best(frame, labels, board.strategies, board.columns)
+                                        if labels is not None else [], board.strategies, board.columns)
     sections = [
         f"# robench leaderboard: {run_name(config, run_dir)}",
         _header(config),
@@ -141,6 +143,7 @@ def render(
         _markdown(main),
         board.legend(PROTOCOLS[protocol_name]),
         *(footnotes or ()),
+        *([paired] if paired else []),
         board.baselines(),
         *([_plots_section(plots)] if plots else []),
         f"## Other protocol: {PROTOCOLS[other_name].title}",
@@ -213,6 +216,7 @@ class _Board:
         seeds = config.get("seeds")
         self.expected_n = len(seeds) if seeds else int(summary["n"].max()) if len(summary) else 1
         self.config = config
+        self.frame, self.labels = frame, attacked_labels(config)
 
     def cell(self, strategy: str, metric: str, attack: str = CLEAN, eps=None, scale=100.0, digits=2) -> str:
         """``mean ± std`` over seeds, the std left out for one seed, ``(n=k)`` when seeds are missing."""
@@ -231,11 +235,23 @@ class _Board:
             {
                 "strategy": self.strategies,
                 **{
-                    f"{attack}@{eps:g}": [self.cell(s, protocol.metric, attack, eps) for s in self.strategies]
+                    f"{attack}@{eps:g}": [self.robust_cell(s, protocol.metric, attack, eps) for s in self.strategies]
                     for attack, eps in self.columns
                 },
             }
         )
+
+    def robust_cell(self, strategy: str, metric: str, attack: str, eps: float) -> str:
+        """Robust accuracy over all attacked images with its 95% interval (robench.uncertainty) where
+        the rows carry per-image records; ``mean ± std`` otherwise and for the other protocol."""
+        by_seed = (uncertainty.survival_by_seed(self.frame, self.labels, strategy, attack, eps)
+                   if metric == "robust_acc" and self.labels is not None else {})
+        stat = self.stats.get((strategy, attack, eps, metric))
+        if not by_seed or stat is None or len({len(v) for v in by_seed.values()}) != 1:
+            return self.cell(strategy, metric, attack, eps)
+        low, high = uncertainty.interval(by_seed)
+        return (f"{100 * stat.mean:.2f} [{100 * low:.1f}, {100 * high:.1f}]"
+                + (f" (n={stat.n})" if stat.n < self.expected_n else ""))
 
     def main_table(self, protocol: Protocol) -> pd.DataFrame:
         table = self.robust_table(protocol)
@@ -274,6 +290,8 @@ class _Board:
     def legend(self, protocol: Protocol) -> str:
         return (
             f"Accuracies in %, mean ± sample std over the run's {self.expected_n} seed(s); "
+            + ("robust accuracies over all attacked images as mean [95% interval] over seeds and images "
+               "(a two-level bootstrap, docs/protocol.md); " if self.labels is not None else "") +
             f"`(n=k)` marks a cell with only k of them. Attack columns (`attack@eps`, eps in [0, 1] "
             f"pixel units): {protocol.title}. {self.denominator(protocol)} "
             + (f"`{WORST}@eps`: an image counts as robust only if it survives every attack run at that eps "

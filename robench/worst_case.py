@@ -48,6 +48,9 @@ def worst_case_rows(frame: pd.DataFrame, labels) -> pd.DataFrame:
         if group["attack"].nunique() < MIN_ATTACKS:
             continue
         alive = np.logical_and.reduce(list(group["_survived"]))
+        preds = np.stack([np.asarray(p) for p in group["adv_pred"]])
+        # per image: the true class where it survived every attack, else the first attack's wrong answer
+        worst_pred = np.where(alive, label_tensor, preds[np.argmax(preds != label_tensor, axis=0), np.arange(len(alive))])
         first = group.iloc[0].drop("_survived").to_dict()
         n_correct = first["n_clean_correct"]
         on_correct = alive.sum() / n_correct if n_correct else float("nan")
@@ -57,7 +60,7 @@ def worst_case_rows(frame: pd.DataFrame, labels) -> pd.DataFrame:
             "robust_bacc": _balanced(label_tensor, alive),
             "acc_on_correct": on_correct, "attack_success_rate": 1 - on_correct,
             "attack_seconds": float(group["attack_seconds"].sum()),
-            "adv_pred": None,
+            "adv_pred": worst_pred.tolist(),
         })
     return pd.DataFrame(rows, columns=frame.columns) if rows else frame.iloc[0:0]
 

@@ -1,0 +1,151 @@
+"""How sure a leaderboard's robust accuracies are, and which differences between strategies are real.
+
+With 100 attacked images a robust accuracy of 10% has a 95% interval about 12 points wide, and
+seeds add their own spread (FIELD_NOTES.md, "Statistics for robustness tables"). Everything here
+is computed from the per-image records of the rows (``adv_pred`` and the attacked images' labels).
+
+- **Interval** of a cell (a strategy at one attack and eps): a two-level bootstrap, B = 2000
+  replicates, each drawing the seeds with replacement and the attacked images with replacement
+  (one image draw shared by the seeds, which attacked the same images), percentile 95%. Where
+  the bootstrap cannot see image noise (0 or 100% in every seed), it would collapse to a point,
+  so the interval is widened to contain the Clopper-Pearson exact interval of the mean count of
+  survivors over the attacked images (scipy.stats.binomtest).
+- **Paired comparison** of two strategies on one column: the difference of their robust
+  accuracies with a bootstrap interval (images drawn once for both, seeds drawn for each);
+  its p-value from McNemar's exact test on the images one model kept and the other lost, per
+  seed (scipy.stats.binomtest on the discordant images), the seeds' p-values combined by
+  Fisher's method (scipy.stats.combine_pvalues); Holm's correction over every comparison of a
+  page (statsmodels.stats.multitest.multipletests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest, combine_pvalues
+from statsmodels.stats.multitest import multipletests
+
+from robench.worst_case import survived
+
+REPLICATES = 2000
+LEVEL = 0.95
+ALPHA = 0.05
+SEED = 0  # the bootstrap's own generator: the same page twice gives the same intervals
+
+
+def survival_by_seed(frame: pd.DataFrame, labels, strategy: str, attack: str, eps: float) -> dict[int, np.ndarray]:
+    """seed -> the boolean survival of each attacked image, for the ok rows with records of one cell."""
+    rows = frame[(frame["strategy"] == strategy) & (frame["attack"] == attack) & (frame["eps"] == eps)
+                 & (frame["status"] == "ok")].drop_duplicates(["seed"], keep="last")
+    alive = survived(rows, labels)
+    return {int(seed): value for seed, value in zip(rows["seed"], alive) if value is not None}
+
+
+def _bootstrap_means(matrix: np.ndarray, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per replicate, the mean survival over seeds drawn with replacement and the given image draws."""
+    n_seeds, n_images = matrix.shape
+    counts = np.stack([np.bincount(draw, minlength=n_images) for draw in images])  # (B, N)
+    per_seed = matrix.astype(float) @ counts.T / n_images  # (S, B)
+    seeds = rng.integers(n_seeds, size=(len(images), n_seeds))  # (B, S)
+    return per_seed[seeds.T, np.arange(len(images))].mean(0)
+
+
+def interval(by_seed: dict[int, np.ndarray]) -> tuple[float, float]:
+    """The 95% interval of the mean robust accuracy of one cell (fractions)."""
+    matrix = np.stack(list(by_seed.values()))
+    rng = np.random.default_rng(SEED)
+    images = rng.integers(matrix.shape[1], size=(REPLICATES, matrix.shape[1]))
+    low, high = np.quantile(_bootstrap_means(matrix, images, rng), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    exact = binomtest(int(round(matrix.sum(1).mean())), matrix.shape[1]).proportion_ci(LEVEL, method="exact")
+    return float(min(low, exact.low)), float(max(high, exact.high))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    strategy: str
+    reference: str
+    column: tuple[str, float]  # (attack, eps)
+    difference: float  # strategy minus reference, fraction
+    low: float
+    high: float
+    p: float  # uncorrected
+    p_holm: float = float("nan")
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm < ALPHA
+
+
+def compare(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> tuple[float, float, float, float]:
+    """(difference a - b, its 95% interval, McNemar's p combined over the seeds both have)."""
+    ma, mb = np.stack(list(a.values())), np.stack(list(b.values()))
+    rng = np.random.default_rng(SEED)
+    images = rng.integers(ma.shape[1], size=(REPLICATES, ma.shape[1]))
+    diffs = _bootstrap_means(ma, images, rng) - _bootstrap_means(mb, images, rng)
+    low, high = np.quantile(diffs, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    pvalues = [mcnemar(a[seed], b[seed]) for seed in sorted(set(a) & set(b))] or [mcnemar(ma[0], mb[0])]
+    p = pvalues[0] if len(pvalues) == 1 else combine_pvalues(pvalues, method="fisher").pvalue
+    return float(ma.mean() - mb.mean()), float(low), float(high), float(p)
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> float:
+    """McNemar's exact test: of the images exactly one model kept, is each side's share 1/2?"""
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    return 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+
+
+def against_the_best(frame: pd.DataFrame, labels, strategies: Sequence[str],
+                     columns: Sequence[tuple[str, float]]) -> list[Comparison]:
+    """Every strategy against the best one of each column (highest mean), Holm-corrected over all."""
+    found = []
+    for attack, eps in columns:
+        cells = {s: survival_by_seed(frame, labels, s, attack, eps) for s in strategies}
+        cells = {s: c for s, c in cells.items() if c and len({len(v) for v in c.values()}) == 1}
+        if len(cells) < 2:
+            continue
+        best = max(cells, key=lambda s: np.mean([v.mean() for v in cells[s].values()]))
+        for strategy, cell in cells.items():
+            if strategy != best:
+                found.append(Comparison(strategy, best, (attack, eps), *compare(cell, cells[best])))
+    if not found:
+        return []
+    adjusted = multipletests([c.p for c in found], alpha=ALPHA, method="holm")[1]
+    return [Comparison(**{**c.__dict__, "p_holm": float(p)}) for c, p in zip(found, adjusted)]
+
+
+def paired_section(comparisons: list[Comparison], strategies: Sequence[str], columns: Sequence[tuple[str, float]]) -> str:
+    """The page's paired comparisons: a table of differences to each column's best, and in words
+    which of them a test supports."""
+    if not comparisons:
+        return ""
+    by_cell = {(c.strategy, c.column): c for c in comparisons}
+    best = {c.column: c.reference for c in comparisons}
+    shown = [column for column in columns if column in best]
+    table = pd.DataFrame({"strategy": list(strategies), **{
+        f"{attack}@{eps:g}": [_difference(by_cell.get((s, (attack, eps))), s == best[(attack, eps)]) for s in strategies]
+        for attack, eps in shown}})
+    significant = [c for c in comparisons if c.significant]
+    words = ("Differences a test supports (Holm-adjusted p < 0.05): " + "; ".join(
+        f"{c.strategy} {100 * c.difference:+.1f} points against {c.reference} on {c.column[0]}@{c.column[1]:g} "
+        f"(p = {c.p_holm:.2g})" for c in significant) + ". Every other difference in the table is within what the "
+        "attacked images and seeds leave open, and is not reported as a difference."
+             if significant else
+             f"No difference in the table is significant at 0.05 after Holm's correction over its {len(comparisons)} "
+             "comparisons: on these attacked images and seeds no strategy is shown to be more robust than another.")
+    return ("## Paired comparisons\n\n"
+            "Each cell: robust accuracy (all attacked images) minus that of the column's best strategy (`best`), "
+            "in points, with its 95% bootstrap interval; `*` marks a difference whose paired test (McNemar's exact "
+            "test on the images one model kept and the other lost, per seed, combined over seeds by Fisher's method) "
+            f"is significant at 0.05 after Holm's correction over all {len(comparisons)} comparisons of the page "
+            "(docs/protocol.md).\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n\n" + words)
+
+
+def _difference(c: Comparison | None, is_best: bool) -> str:
+    if is_best:
+        return "best"
+    if c is None:
+        return "—"
+    return f"{100 * c.difference:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]" + ("*" if c.significant else "")

@@ -1,0 +1,71 @@
+"""Intervals and paired tests of robust accuracies, on survival vectors with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from robench import uncertainty
+from robench.results import ROW_FIELDS
+
+N = 100
+
+
+def alive(k: int, n: int = N, offset: int = 0) -> np.ndarray:
+    """A survival vector: images offset .. offset + k - 1 survive."""
+    v = np.zeros(n, dtype=bool)
+    v[offset:offset + k] = True
+    return v
+
+
+def test_an_all_fooled_cell_gets_the_exact_binomial_interval_not_a_point():
+    low, high = uncertainty.interval({0: alive(0), 1: alive(0)})
+    assert low == 0.0
+    assert high == pytest.approx(binomtest(0, N).proportion_ci(0.95, method="exact").high)  # 3.6%, the rule of three
+
+
+def test_the_interval_holds_the_estimate_and_widens_with_the_seed_spread():
+    one = uncertainty.interval({0: alive(20)})
+    assert one[0] < 0.2 < one[1]
+    assert 0.10 < one[0] < 0.15 and 0.25 < one[1] < 0.32  # about 20 +- 8 points for 100 images
+    spread = uncertainty.interval({0: alive(5), 1: alive(20), 2: alive(35)})  # same mean, seeds disagree
+    assert spread[0] < one[0] and spread[1] > one[1]
+
+
+def test_mcnemar_counts_only_the_discordant_images():
+    a, b = alive(30), alive(20)  # a keeps 10 images b lost, b keeps none a lost
+    assert uncertainty.mcnemar(a, b) == pytest.approx(2 * 0.5 ** 10)
+    assert uncertainty.mcnemar(a, a) == 1.0
+    # 60 images survive both, 5 only one side each: no evidence of a difference
+    assert uncertainty.mcnemar(alive(65), alive(65, offset=5)) == pytest.approx(1.0)
+
+
+def test_a_paired_difference_combines_the_seeds():
+    diff, low, high, p = uncertainty.compare({0: alive(30), 1: alive(32)}, {0: alive(10), 1: alive(12)})
+    assert diff == pytest.approx(0.20) and low < 0.20 < high and low > 0
+    assert p < 1e-6
+    same = uncertainty.compare({0: alive(30)}, {0: alive(30)})
+    assert same[0] == 0 and same[3] == 1.0
+
+
+def _frame(cells: dict[str, list[np.ndarray]], labels: np.ndarray) -> pd.DataFrame:
+    rows = []
+    for strategy, seeds in cells.items():
+        for seed, survival in enumerate(seeds):
+            rows.append({"strategy": strategy, "seed": seed, "attack": "pgd", "eps": 0.01, "status": "ok",
+                         "adv_pred": np.where(survival, labels, labels + 1).tolist()})
+    return pd.DataFrame(rows, columns=list(ROW_FIELDS))
+
+
+def test_every_strategy_is_compared_with_the_best_and_holm_corrects_the_page():
+    labels = np.arange(N) % 3
+    frame = _frame({"a": [alive(40), alive(42)], "b": [alive(38), alive(41)], "c": [alive(5), alive(8)]}, labels)
+    found = uncertainty.against_the_best(frame, labels, ["a", "b", "c"], [("pgd", 0.01)])
+    assert {c.strategy: c.reference for c in found} == {"b": "a", "c": "a"}
+    by = {c.strategy: c for c in found}
+    assert not by["b"].significant and by["c"].significant
+    assert by["c"].p_holm == pytest.approx(min(1.0, 2 * min(c.p for c in found)))  # Holm: smallest p times 2
+    section = uncertainty.paired_section(found, ["a", "b", "c"], [("pgd", 0.01)])
+    assert "| a " in section and "best" in section and "c -" in section and "*" in section
