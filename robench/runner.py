@@ -302,7 +302,7 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     stored = checkpoints.path_for(config.out, key)
     info = checkpoints.load(stored, adapted, own_buffers, key)
     if info is not None:  # trained by an earlier run of this out dir
-        return _for_evaluation(strategy, adapted, mean, std, device, config.channels_last), info
+        return _for_evaluation(strategy, adapted, mean, std, device), info
     if config.channels_last:
         compute.use_channels_last(model)
     if config.compile:
@@ -327,14 +327,16 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
         "peak_mem_mb": memory.mb - compute.device_bytes(train_data) / 2**20,  # the model's, not the data's
     }
     checkpoints.save(stored, adapted, own_buffers, key, info)
-    return _for_evaluation(strategy, adapted, mean, std, device, config.channels_last), info
+    return _for_evaluation(strategy, adapted, mean, std, device), info
 
 
-def _for_evaluation(strategy: Planned, adapted, mean, std, device, channels_last: bool = False) -> Normalized:
-    """The trained model as it is evaluated and attacked: eval mode, nothing requires grad."""
+def _for_evaluation(strategy: Planned, adapted, mean, std, device) -> Normalized:
+    """The trained model as it is evaluated and attacked: eval mode, nothing requires grad, and none
+    of training's speed settings (channels-last, compile): they may change float rounding, and an
+    attack's arithmetic must be the one an independent evaluator would use."""
     final = Normalized(strategy.plugin.for_evaluation(adapted), mean, std).to(device).eval()
     final.requires_grad_(False)
-    return compute.use_channels_last(final) if channels_last else final
+    return final
 
 
 def prepare_data(config: RunConfig) -> Prepared:
