@@ -139,6 +139,32 @@ def read_frame(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(latest(read_rows(run_dir)), columns=list(ROW_FIELDS))
 
 
+def read_records(run_dir: Path) -> pd.DataFrame:
+    """The per-image records of a run, one row per (strategy, seed, attack, eps, image): the image's
+    id and label, the model's clean prediction and, for an attacked row, its prediction after the
+    attack (the clean row's ``adv_pred`` is its clean prediction). Every metric of a row can be
+    recomputed from its records: ``robust_acc`` is the mean of ``adv_pred == label``."""
+    config = read_config(run_dir)
+    attacked = config.get("attacked") or {}
+    ids, labels = attacked.get("ids"), attacked.get("labels")
+    if not ids:
+        raise RobenchError(f"{Path(run_dir) / CONFIG_FILE} lists no attacked images: the run was written before "
+                           "robench kept per-image records; run it again into a new --out")
+    rows = [row for row in latest(read_rows(run_dir)) if row.get("status") == "ok"]
+    clean = {(row["strategy"], row["seed"]): row.get("clean_pred") for row in rows if row["attack"] == "none"}
+    parts = []
+    for row in rows:
+        model_clean = clean.get((row["strategy"], row["seed"]))
+        preds = model_clean if row["attack"] == "none" else row.get("adv_pred")
+        if preds is None or model_clean is None or len(preds) != len(ids):
+            continue
+        parts.append(pd.DataFrame({"strategy": row["strategy"], "seed": row["seed"], "attack": row["attack"],
+                                   "eps": row["eps"], "image_id": ids, "label": labels,
+                                   "clean_pred": model_clean, "adv_pred": preds}))
+    columns = ["strategy", "seed", "attack", "eps", "image_id", "label", "clean_pred", "adv_pred"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
 def drop_torn_tail(run_dir: Path) -> int:
     """Cut a torn last line (a write interrupted by a crash) off the results file; return the bytes cut.
 

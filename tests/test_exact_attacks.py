@@ -21,6 +21,7 @@ from torch import nn
 from robench.attack import attack_loss, exact_arithmetic, flushing_subnormals, gradient
 from robench.defense import defended_loss
 from robench.evaluate import attack_sweep
+from robench.results import read_records
 from robench.runner import numerics
 from robench.train import to_pixels
 from robench_plugins.attacks.fgsm import FGSM
@@ -257,3 +258,8 @@ def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(ca
             assert row["robust_acc"] == pytest.approx(survived.float().mean().item())
             assert row["n_clean_correct"] == len(correct)
             assert row["acc_on_correct"] == pytest.approx(survived.sum().item() / len(correct))
+    records = read_records(out)  # the same records, one row per image, for pandas
+    assert len(records) == len(rows) * len(y)
+    pgd = records[(records["attack"] == "pgd") & (records["eps"] == 0.01)]
+    assert (pgd["adv_pred"] == pgd["label"]).mean() == pytest.approx(
+        next(r["robust_acc"] for r in rows if r["attack"] == "pgd" and r["eps"] == 0.01))
