@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from robench import flags, uncertainty
+from robench import flags, per_class, uncertainty
 from robench.worst_case import WORST, with_worst_case
 from robench.defense import NONE, combined_label
 from robench.errors import RobenchError
@@ -136,6 +136,8 @@ def render(
         main["notes"] = [notes.get(strategy, "") for strategy in board.strategies]
     paired = uncertainty.paired_section(uncertainty.against_the_best(frame, labels, board.strategies, board.columns)
                                         if labels is not None else [], board.strategies, board.columns)
+    per_class_text = per_class.section(frame, labels, config.get("dataset", {}).get("classes"), board.strategies,
+                                       board.columns)
     sections = [
         f"# robench leaderboard: {run_name(config, run_dir)}",
         _header(config),
@@ -145,6 +147,7 @@ def render(
         *(footnotes or ()),
         *([paired] if paired else []),
         board.baselines(),
+        *([per_class_text] if per_class_text else []),
         *([_plots_section(plots)] if plots else []),
         f"## Other protocol: {PROTOCOLS[other_name].title}",
         _markdown(board.robust_table(PROTOCOLS[other_name])),

@@ -90,3 +90,17 @@ def test_the_page_shows_the_worst_case_first_and_ranks_by_it(tmp_path):
     body = [line for line in page.splitlines() if line.startswith("| low") or line.startswith("| high")]
     assert body[0].startswith("| high")  # 5 of 10 survive both in "high", 4 in "low"
     assert "| 50.00" in body[0] and "| 40.00" in body[1]
+
+
+def test_per_class_recall_before_and_after_the_worst_case():
+    from robench import per_class
+    from robench.worst_case import with_worst_case
+
+    table = with_worst_case(frame(rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})})),
+                            LABELS)
+    recall = per_class.recall_table(table, LABELS, ["a", "b", "c"], ["vpt"], WORST, 0.01)
+    # class a: images 0, 3, 6, 9 (9 wrong before the attack), only 6 survives both attacks
+    assert recall.to_dict("records") == [{"strategy": "vpt", "a (n=4)": "75 → 25", "b (n=3)": "100 → 33",
+                                          "c (n=3)": "100 → 33"}]
+    text = per_class.section(table, LABELS, ["a", "b", "c"], ["vpt"], [(WORST, 0.01), ("fgsm", 0.01)])
+    assert "Under `worst case@0.01`" in text and "fgsm@0.01" not in text

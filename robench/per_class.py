@@ -1,0 +1,70 @@
+"""Per-class recall before and after the attacks: which lesions a model keeps, and which it gives up.
+
+A robust accuracy over all attacked images is dominated by HAM10000's majority class (`nv`, two
+thirds of the images): a model that keeps only `nv` images correct under attack can score well
+and still miss every melanoma. This table shows, per class, the clean recall and the recall
+under the worst case over the run's attacks (robench.worst_case), from the per-image records,
+with the number of attacked images of each class (rare classes have a handful: their recalls
+move by tens of points per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from robench.uncertainty import survival_by_seed
+from robench.worst_case import WORST
+
+
+def recall_table(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequence[str],
+                 attack: str, eps: float) -> pd.DataFrame | None:
+    """Rows: strategies; a column per class: ``clean → attacked`` recall in % (mean over seeds)."""
+    labels = np.asarray(labels)
+    table = {"strategy": []}
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+    columns = {c: f"{c} (n={counts[c]})" for c in classes if counts[c]}
+    for column in columns.values():
+        table[column] = []
+    for strategy in strategies:
+        attacked = survival_by_seed(frame, labels, strategy, attack, eps)
+        clean = _clean_hits(frame, labels, strategy)
+        if not attacked or not clean:
+            continue
+        table["strategy"].append(strategy)
+        for i, c in enumerate(classes):
+            if c in columns:
+                mask = labels == i
+                before = np.mean([hits[mask].mean() for hits in clean.values()])
+                after = np.mean([hits[mask].mean() for hits in attacked.values()])
+                table[columns[c]].append(f"{100 * before:.0f} → {100 * after:.0f}")
+    return pd.DataFrame(table) if table["strategy"] else None
+
+
+def _clean_hits(frame: pd.DataFrame, labels: np.ndarray, strategy: str) -> dict[int, np.ndarray]:
+    rows = frame[(frame["strategy"] == strategy) & (frame["attack"] == "none") & (frame["status"] == "ok")]
+    return {int(r.seed): np.asarray(r.clean_pred) == labels for r in rows.itertuples(index=False)
+            if isinstance(r.clean_pred, list) and len(r.clean_pred) == len(labels)}
+
+
+def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategies: Sequence[str],
+            columns: Sequence[tuple[str, float]]) -> str:
+    """One table per eps of the worst-case column (or of the first attack when no eps has two)."""
+    if labels is None or not classes or not columns:
+        return ""
+    worst = [column for column in columns if column[0] == WORST]
+    first_attack = columns[0][0]
+    chosen = worst or [column for column in columns if column[0] == first_attack]
+    parts = []
+    for attack, eps in chosen:
+        table = recall_table(frame, labels, classes, strategies, attack, eps)
+        if table is not None:
+            parts.append(f"Under `{attack}@{eps:g}`:\n\n" + table.to_markdown(index=False, disable_numparse=True))
+    if not parts:
+        return ""
+    return ("## Per-class recall\n\n"
+            "Each cell: the share of the attacked images of that class the model classified correctly, clean → "
+            "after the attack (%, mean over seeds); `n` is the number of attacked images of the class. A model "
+            "whose robust accuracy comes from one class keeps only that column.\n\n" + "\n\n".join(parts))
