@@ -136,8 +136,9 @@ def render(
         main["notes"] = [notes.get(strategy, "") for strategy in board.strategies]
     paired = uncertainty.paired_section(uncertainty.against_the_best(frame, labels, board.strategies, board.columns)
                                         if labels is not None else [], board.strategies, board.columns)
-    per_class_text = per_class.section(frame, labels, config.get("dataset", {}).get("classes"), board.strategies,
-                                       board.columns)
+    dataset = config.get("dataset", {})
+    per_class_text = per_class.section(frame, labels, dataset.get("classes"), board.strategies, board.columns,
+                                       dataset.get("malignant") or ())
     sections = [
         f"# robench leaderboard: {run_name(config, run_dir)}",
         _header(config),

@@ -20,8 +20,10 @@ from robench.worst_case import WORST
 
 
 def recall_table(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequence[str],
-                 attack: str, eps: float) -> pd.DataFrame | None:
-    """Rows: strategies; a column per class: ``clean → attacked`` recall in % (mean over seeds)."""
+                 attack: str, eps: float, malignant: Sequence[str] = ()) -> pd.DataFrame | None:
+    """Rows: strategies; a column per class: ``clean → attacked`` recall in % (mean over seeds); with
+    ``malignant`` classes, a last column: the share of the malignant images correct before the attacks
+    that some attack at ``eps`` made the model call benign (a missed cancer), mean over seeds."""
     labels = np.asarray(labels)
     table = {"strategy": []}
     counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
@@ -40,7 +42,31 @@ def recall_table(frame: pd.DataFrame, labels, classes: Sequence[str], strategies
                 before = np.mean([hits[mask].mean() for hits in clean.values()])
                 after = np.mean([hits[mask].mean() for hits in attacked.values()])
                 table[columns[c]].append(f"{100 * before:.0f} → {100 * after:.0f}")
+        if malignant:
+            table.setdefault(MISSED, []).append(_missed_cancers(frame, labels, classes, malignant, strategy, eps, clean))
+    if malignant and table["strategy"]:
+        n = int(np.isin(labels, [classes.index(c) for c in malignant]).sum())
+        table[f"{MISSED} (n={n})"] = table.pop(MISSED)
     return pd.DataFrame(table) if table["strategy"] else None
+
+
+MISSED = "malignant → benign"
+
+
+def _missed_cancers(frame, labels, classes, malignant, strategy, eps, clean) -> str:
+    """% of the clean-correct malignant images that any attack at ``eps`` turned into a benign answer."""
+    bad = np.isin(labels, [classes.index(c) for c in malignant])
+    benign = [i for i, c in enumerate(classes) if c not in malignant]
+    rows = frame[(frame["strategy"] == strategy) & (frame["eps"] == eps) & (frame["status"] == "ok")
+                 & ~frame["attack"].isin(["none", WORST])]
+    rates = []
+    for seed, hits in clean.items():
+        preds = [np.asarray(p) for p in rows.loc[rows["seed"] == seed, "adv_pred"] if isinstance(p, list)]
+        at_risk = bad & hits
+        if preds and at_risk.any():
+            flipped = np.logical_or.reduce([np.isin(p, benign) for p in preds]) & at_risk
+            rates.append(flipped.sum() / at_risk.sum())
+    return f"{100 * np.mean(rates):.0f}" if rates else "—"
 
 
 def _clean_hits(frame: pd.DataFrame, labels: np.ndarray, strategy: str) -> dict[int, np.ndarray]:
@@ -50,7 +76,7 @@ def _clean_hits(frame: pd.DataFrame, labels: np.ndarray, strategy: str) -> dict[
 
 
 def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategies: Sequence[str],
-            columns: Sequence[tuple[str, float]]) -> str:
+            columns: Sequence[tuple[str, float]], malignant: Sequence[str] = ()) -> str:
     """One table per eps of the worst-case column (or of the first attack when no eps has two)."""
     if labels is None or not classes or not columns:
         return ""
@@ -59,7 +85,7 @@ def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
     chosen = worst or [column for column in columns if column[0] == first_attack]
     parts = []
     for attack, eps in chosen:
-        table = recall_table(frame, labels, classes, strategies, attack, eps)
+        table = recall_table(frame, labels, list(classes), strategies, attack, eps, malignant)
         if table is not None:
             parts.append(f"Under `{attack}@{eps:g}`:\n\n" + table.to_markdown(index=False, disable_numparse=True))
     if not parts:
@@ -67,4 +93,7 @@ def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
     return ("## Per-class recall\n\n"
             "Each cell: the share of the attacked images of that class the model classified correctly, clean → "
             "after the attack (%, mean over seeds); `n` is the number of attacked images of the class. A model "
-            "whose robust accuracy comes from one class keeps only that column.\n\n" + "\n\n".join(parts))
+            "whose robust accuracy comes from one class keeps only that column."
+            + (f" `{MISSED}`: of the malignant images ({', '.join(malignant)}) the model got right before the "
+               "attacks, the % that some attack at that eps made it call a benign class: a missed cancer."
+               if malignant else "") + "\n\n" + "\n\n".join(parts))

@@ -376,7 +376,8 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": config.name,
         "dataset": {"name": images.name, "description": images.description, "n_images": len(images),
-                    "classes": list(images.classes)},
+                    "classes": list(images.classes),
+                    "malignant": [c for c in data.HAM10000_MALIGNANT if c in images.classes]},
         "split": {
             "seed": split.seed, "fingerprint": split.fingerprint,
             "n_train": len(split.train), "n_val": len(split.val),

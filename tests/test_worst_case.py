@@ -104,3 +104,15 @@ def test_per_class_recall_before_and_after_the_worst_case():
                                           "c (n=3)": "100 → 33"}]
     text = per_class.section(table, LABELS, ["a", "b", "c"], ["vpt"], [(WORST, 0.01), ("fgsm", 0.01)])
     assert "Under `worst case@0.01`" in text and "fgsm@0.01" not in text
+
+
+def test_the_missed_cancer_rate_counts_malignant_images_any_attack_called_benign():
+    from robench import per_class
+
+    built = rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})})
+    for row in built:
+        if row["attack"] == "fgsm":
+            row["adv_pred"] = [1] + row["adv_pred"][1:]  # image 0 (class a, malignant here) called b, benign
+    recall = per_class.recall_table(frame(built), LABELS, ["a", "b", "c"], ["vpt"], "pgd", 0.01, malignant=["a"])
+    # class a images correct before the attacks: 0, 3, 6; only image 0 was called benign (3 was called "3")
+    assert recall["malignant → benign (n=4)"].tolist() == ["33"]

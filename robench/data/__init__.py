@@ -19,6 +19,9 @@ import torch
 
 # HAM10000's `dx` codes in alphabetical order: the label index of every dataset in robench.
 HAM10000_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+# Malignant or pre-malignant (melanoma, basal cell carcinoma, actinic keratosis / Bowen's disease);
+# the others are benign. Calling one of these benign is a missed cancer (robench.per_class).
+HAM10000_MALIGNANT = ("akiec", "bcc", "mel")
 
 
 @dataclass(frozen=True)
@@ -67,4 +70,4 @@ def load(name: str, *, data_dir: Path | str | None = None, image_size: int, subs
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
 
 
-__all__ = ["DATASETS", "HAM10000_CLASSES", "ImageSet", "Split", "load", "load_isic2018_test", "split"]
+__all__ = ["DATASETS", "HAM10000_CLASSES", "HAM10000_MALIGNANT", "ImageSet", "Split", "load", "load_isic2018_test", "split"]
