@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run directory (default runs/<name>); running again on it resumes the run")
     run.add_argument("--name", help="leaderboard name (default: the --out folder's name, else <dataset>-<backbone>-<time>)")
     run.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"), help="where the markdown goes")
+    run.add_argument("--reference", metavar="STRATEGY",
+                     help="the strategy the page's paired tests compare every other with (default: each column's best)")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
     run.set_defaults(handler=cmd_run)
 
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("run_dir", type=Path)
     board.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
     board.add_argument("--name", help="file name (default: the run's name)")
+    board.add_argument("--reference", metavar="STRATEGY", help="test every strategy against this one (default: the run's, else each column's best)")
     board.set_defaults(handler=cmd_leaderboard)
 
     plot = commands.add_parser("plot", help="(re)make the accuracy-vs-eps PNGs of a run directory, one per attack")
@@ -172,6 +175,7 @@ def cmd_run(args, argv) -> int:
         ray_address=args.ray_address,
         ray_gpus_per_task=args.ray_gpus_per_task,
         protocol=args.protocol,
+        reference=args.reference,
         out=args.out or Path("runs") / name,
         leaderboard_dir=args.leaderboard_dir,
         name=name,
@@ -251,7 +255,7 @@ def cmd_leaderboard(args, argv) -> int:
 
     if not args.run_dir.is_dir():
         raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
-    print(leaderboard.write(args.run_dir, args.leaderboard_dir, args.name))
+    print(leaderboard.write(args.run_dir, args.leaderboard_dir, args.name, reference=args.reference))
     return 0
 
 

@@ -105,6 +105,7 @@ def render(
     notes: Mapping[str, str] | None = None,
     footnotes: Sequence[str] | None = None,
     plots: Sequence[tuple[str, str]] | None = None,
+    reference: str | None = None,
 ) -> str:
     """The markdown leaderboard of one run.
 
@@ -112,6 +113,8 @@ def render(
     ``footnotes`` are lines printed under the main table. By default both come from the sanity
     checks of ``robench.flags``, so every page carries its flags; pass them to show others.
     ``plots`` are ``(attack, file name)`` pairs of PNGs beside the page (robench.plots), linked.
+    ``reference`` is the strategy the paired comparisons test against (default: the run's
+    ``--reference``, else each column's best).
     """
     run_dir = Path(run_dir)
     frame = read_frame(run_dir)
@@ -134,8 +137,12 @@ def render(
     main = board.main_table(PROTOCOLS[protocol_name])
     if notes:
         main["notes"] = [notes.get(strategy, "") for strategy in board.strategies]
-    paired = uncertainty.paired_section(uncertainty.against_the_best(frame, labels, board.strategies, board.columns)
-                                        if labels is not None else [], board.strategies, board.columns)
+    reference = reference or config.get("reference")
+    if reference is not None and reference not in board.strategies:
+        raise RobenchError(f"reference strategy {reference!r} is not in this run: use one of {', '.join(board.strategies)}")
+    paired = uncertainty.paired_section(
+        uncertainty.against_the_best(frame, labels, board.strategies, board.columns, reference) if labels is not None else [],
+        board.strategies, board.columns)
     dataset = config.get("dataset", {})
     per_class_text = per_class.section(frame, labels, dataset.get("classes"), board.strategies, board.columns,
                                        dataset.get("malignant") or ())
@@ -164,6 +171,7 @@ def write(
     name: str | None = None,
     notes: Mapping[str, str] | None = None,
     footnotes: Sequence[str] | None = None,
+    reference: str | None = None,
 ) -> Path:
     """Write the page to ``<leaderboard_dir>/<name>.md`` and, beside the results, to the run dir,
     each with its accuracy-vs-eps plots ``<name>-<attack>.png`` next to it.
@@ -176,7 +184,7 @@ def write(
     run_dir = Path(run_dir)
     name = name or run_name(_config(run_dir), run_dir)
     plots = write_plots(run_dir, [Path(leaderboard_dir), run_dir], name)
-    text = render(run_dir, notes=notes, footnotes=footnotes, plots=plots)
+    text = render(run_dir, notes=notes, footnotes=footnotes, plots=plots, reference=reference)
     path = Path(leaderboard_dir) / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -69,6 +69,7 @@ class RunConfig:
     ray_address: str | None = None
     ray_gpus_per_task: float | None = None
     defenses: list[Spec] = field(default_factory=lambda: [Spec(NONE, NONE)])  # "none": train without one
+    reference: str | None = None  # the strategy label the page's paired tests compare with
 
 
 @dataclass
@@ -178,6 +179,9 @@ def plan(config: RunConfig) -> tuple[list[Planned], list[Planned]]:
     _refuse_duplicates([p.label for p in attacks], "attack")
     defenses = plan_defenses(registry, config.defenses)
     strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
+    if config.reference is not None and config.reference not in [p.label for p in strategies]:
+        raise RobenchError(f"--reference {config.reference!r} is not a strategy of this run: use one of "
+                           f"{', '.join(p.label for p in strategies)}")
     return strategies, attacks
 
 
@@ -395,6 +399,7 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         "attacks": [a.label for a in config.attacks],
         "eps": config.eps,
         "protocol": config.protocol,
+        "reference": config.reference,
         "format": results.FORMAT,
         "attack_samples": None if prepared.attacked is None else {
             "n": len(prepared.attacked), "of": len(_test_arrays(prepared)[1]), "seed": split.seed,

@@ -98,15 +98,16 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def against_the_best(frame: pd.DataFrame, labels, strategies: Sequence[str],
-                     columns: Sequence[tuple[str, float]]) -> list[Comparison]:
-    """Every strategy against the best one of each column (highest mean), Holm-corrected over all."""
+                     columns: Sequence[tuple[str, float]], reference: str | None = None) -> list[Comparison]:
+    """Every strategy against the best one of each column (highest mean), or against ``reference``
+    where it has the column; Holm-corrected over all."""
     found = []
     for attack, eps in columns:
         cells = {s: survival_by_seed(frame, labels, s, attack, eps) for s in strategies}
         cells = {s: c for s, c in cells.items() if c and len({len(v) for v in c.values()}) == 1}
         if len(cells) < 2:
             continue
-        best = max(cells, key=lambda s: np.mean([v.mean() for v in cells[s].values()]))
+        best = reference if reference in cells else max(cells, key=lambda s: np.mean([v.mean() for v in cells[s].values()]))
         for strategy, cell in cells.items():
             if strategy != best:
                 found.append(Comparison(strategy, best, (attack, eps), *compare(cell, cells[best])))
@@ -136,7 +137,8 @@ def paired_section(comparisons: list[Comparison], strategies: Sequence[str], col
              f"No difference in the table is significant at 0.05 after Holm's correction over its {len(comparisons)} "
              "comparisons: on these attacked images and seeds no strategy is shown to be more robust than another.")
     return ("## Paired comparisons\n\n"
-            "Each cell: robust accuracy (all attacked images) minus that of the column's best strategy (`best`), "
+            "Each cell: robust accuracy (all attacked images) minus that of the column's best strategy, or of the "
+            "reference strategy the page was made with (`best`), "
             "in points, with its 95% bootstrap interval; `*` marks a difference whose paired test (McNemar's exact "
             "test on the images one model kept and the other lost, per seed, combined over seeds by Fisher's method) "
             f"is significant at 0.05 after Holm's correction over all {len(comparisons)} comparisons of the page "

@@ -116,3 +116,32 @@ def test_the_missed_cancer_rate_counts_malignant_images_any_attack_called_benign
     recall = per_class.recall_table(frame(built), LABELS, ["a", "b", "c"], ["vpt"], "pgd", 0.01, malignant=["a"])
     # class a images correct before the attacks: 0, 3, 6; only image 0 was called benign (3 was called "3")
     assert recall["malignant → benign (n=4)"].tolist() == ["33"]
+
+
+def test_a_reference_strategy_replaces_each_columns_best(tmp_path):
+    from robench.errors import RobenchError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for row in (rows("low", {"fgsm": ("single-step", {0, 1}), "pgd": ("iterative", {2, 3, 4})})
+                + rows("high", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {0, 1, 2, 3})})):
+        append_row(run, row)
+    write_config(run, {"name": "t", "strategies": ["low", "high"], "attacks": ["fgsm", "pgd"], "seeds": [0],
+                       "attacked": {"ids": list("abcdefghij"), "labels": LABELS}})
+    paired = leaderboard.render(run, reference="low").split("## Paired comparisons")[1].split("\n\n")[2]
+    low = next(line for line in paired.splitlines() if line.startswith("| low"))
+    assert low.count("best") == 3  # the worst case and both attacks
+    with pytest.raises(RobenchError, match="reference strategy 'mid' is not in this run: use one of high, low"):
+        leaderboard.render(run, reference="mid")
+
+
+def test_run_refuses_a_reference_that_is_not_one_of_its_strategies(tmp_path):
+    from robench.backbone import MICRO, BackboneSpec
+    from robench.errors import RobenchError
+    from robench.options import parse_specs
+    from robench.runner import RunConfig, plan
+
+    config = RunConfig("synthetic", BackboneSpec(MICRO, 32, pretrained=False), parse_specs("full,linear_probe", "strategy"),
+                       parse_specs("fgsm", "attack"), [0.01], [0], tmp_path, tmp_path, "t", reference="lora")
+    with pytest.raises(RobenchError, match="--reference 'lora' is not a strategy of this run: use one of full, linear_probe"):
+        plan(config)
