@@ -12,10 +12,11 @@ is computed from the per-image records of the rows (``adv_pred`` and the attacke
   survivors over the attacked images (scipy.stats.binomtest).
 - **Paired comparison** of two strategies on one column: the difference of their robust
   accuracies with a bootstrap interval (images drawn once for both, seeds drawn for each);
-  its p-value from McNemar's exact test on the images one model kept and the other lost, per
-  seed (scipy.stats.binomtest on the discordant images), the seeds' p-values combined by
-  Fisher's method (scipy.stats.combine_pvalues); Holm's correction over every comparison of a
-  page (statsmodels.stats.multitest.multipletests).
+  its p-value from McNemar's exact test on the images one model kept and the other lost
+  (scipy.stats.binomtest on the discordant images); with several seeds, each seed's one-sided
+  exact p-values combined by Stouffer's method in each direction and doubled from the smaller
+  (scipy.stats.combine_pvalues), so seeds pointing opposite ways cancel; Holm's correction over
+  every comparison of a page (statsmodels.stats.multitest.multipletests).
 """
 
 from __future__ import annotations
@@ -86,9 +87,27 @@ def compare(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> tuple[float, 
     images = rng.integers(ma.shape[1], size=(REPLICATES, ma.shape[1]))
     diffs = _bootstrap_means(ma, images, rng) - _bootstrap_means(mb, images, rng)
     low, high = np.quantile(diffs, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    pvalues = [mcnemar(a[seed], b[seed]) for seed in sorted(set(a) & set(b))] or [mcnemar(ma[0], mb[0])]
-    p = pvalues[0] if len(pvalues) == 1 else combine_pvalues(pvalues, method="fisher").pvalue
-    return float(ma.mean() - mb.mean()), float(low), float(high), float(p)
+    pairs = [(a[seed], b[seed]) for seed in sorted(set(a) & set(b))] or [(ma[0], mb[0])]
+    return float(ma.mean() - mb.mean()), float(low), float(high), paired_p(pairs)
+
+
+def paired_p(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Two-sided p-value of "a and b keep as many images": McNemar's exact test for one seed; for
+    several, each seed's one-sided exact p-values combined by Stouffer's method in each direction
+    (so seeds that point opposite ways cancel instead of adding up), doubled from the smaller."""
+    informative = [(x, y) for x, y in pairs if (x != y).any()]  # a seed without discordant images says nothing
+    if not informative:
+        return 1.0
+    if len(informative) == 1:
+        return mcnemar(*informative[0])
+    sides = [combine_pvalues([_one_sided(x, y, side) for x, y in informative], method="stouffer").pvalue
+             for side in ("greater", "less")]
+    return float(min(1.0, 2 * min(sides)))
+
+
+def _one_sided(a: np.ndarray, b: np.ndarray, side: str) -> float:
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    return binomtest(only_a, only_a + only_b, 0.5, alternative=side).pvalue
 
 
 def mcnemar(a: np.ndarray, b: np.ndarray) -> float:
@@ -140,7 +159,7 @@ def paired_section(comparisons: list[Comparison], strategies: Sequence[str], col
             "Each cell: robust accuracy (all attacked images) minus that of the column's best strategy, or of the "
             "reference strategy the page was made with (`best`), "
             "in points, with its 95% bootstrap interval; `*` marks a difference whose paired test (McNemar's exact "
-            "test on the images one model kept and the other lost, per seed, combined over seeds by Fisher's method) "
+            "test on the images one model kept and the other lost, per seed, combined over seeds by Stouffer's method) "
             f"is significant at 0.05 after Holm's correction over all {len(comparisons)} comparisons of the page "
             "(docs/protocol.md).\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n\n" + words)
 

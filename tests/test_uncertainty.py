@@ -69,3 +69,13 @@ def test_every_strategy_is_compared_with_the_best_and_holm_corrects_the_page():
     assert by["c"].p_holm == pytest.approx(min(1.0, 2 * min(c.p for c in found)))  # Holm: smallest p times 2
     section = uncertainty.paired_section(found, ["a", "b", "c"], [("pgd", 0.01)])
     assert "| a " in section and "best" in section and "c -" in section and "*" in section
+
+
+def test_seeds_that_point_opposite_ways_cancel():
+    # seed 0: a keeps 12 images b lost; seed 1: b keeps 12 images a lost. No consistent difference.
+    a = {0: alive(30), 1: alive(18)}
+    b = {0: alive(18), 1: alive(30)}
+    assert uncertainty.mcnemar(a[0], b[0]) < 0.001  # each seed alone looks decisive
+    assert uncertainty.compare(a, b)[3] > 0.5
+    # the same two seeds agreeing: decisive
+    assert uncertainty.compare({0: alive(30), 1: alive(30)}, {0: alive(18), 1: alive(18)})[3] < 1e-4
