@@ -75,8 +75,9 @@ def test_few_images_or_a_weaker_family_do_not_flag():
     assert _fired(frame(rows("vpt", {"fgsm": ("single-step", set()), "pgd": ("iterative", {0, 1, 2, 3, 4})}))) == []
 
 
-def test_the_page_shows_the_worst_case_first_and_ranks_by_it(tmp_path):
-    # "low" has the better columns but its attacks fooled different images; "high" loses the same ones
+def two_strategy_run(tmp_path):
+    """A run folder where "low" has the better columns but its attacks fooled different images,
+    and "high" loses the same images to both attacks: "high" has the better worst case."""
     run = tmp_path / "run"
     run.mkdir()
     for row in (rows("low", {"fgsm": ("single-step", {0, 1}), "pgd": ("iterative", {2, 3, 4})})
@@ -84,7 +85,11 @@ def test_the_page_shows_the_worst_case_first_and_ranks_by_it(tmp_path):
         append_row(run, row)
     write_config(run, {"name": "t", "strategies": ["low", "high"], "attacks": ["fgsm", "pgd"], "seeds": [0],
                        "dataset": {"classes": ["a", "b", "c"]}, "attacked": {"ids": list("abcdefghij"), "labels": LABELS}})
-    page = leaderboard.render(run)
+    return run
+
+
+def test_the_page_shows_the_worst_case_first_and_ranks_by_it(tmp_path):
+    page = leaderboard.render(two_strategy_run(tmp_path))
     header = next(line for line in page.splitlines() if line.startswith("| strategy"))
     assert header.index("worst case@0.01") < header.index("fgsm@0.01")
     body = [line for line in page.splitlines() if line.startswith("| low") or line.startswith("| high")]
@@ -121,13 +126,7 @@ def test_the_missed_cancer_rate_counts_malignant_images_any_attack_called_benign
 def test_a_reference_strategy_replaces_each_columns_best(tmp_path):
     from robench.errors import RobenchError
 
-    run = tmp_path / "run"
-    run.mkdir()
-    for row in (rows("low", {"fgsm": ("single-step", {0, 1}), "pgd": ("iterative", {2, 3, 4})})
-                + rows("high", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {0, 1, 2, 3})})):
-        append_row(run, row)
-    write_config(run, {"name": "t", "strategies": ["low", "high"], "attacks": ["fgsm", "pgd"], "seeds": [0],
-                       "attacked": {"ids": list("abcdefghij"), "labels": LABELS}})
+    run = two_strategy_run(tmp_path)
     paired = leaderboard.render(run, reference="low").split("## Paired comparisons")[1].split("\n\n")[2]
     low = next(line for line in paired.splitlines() if line.startswith("| low"))
     assert low.count("best") == 3  # the worst case and both attacks
