@@ -450,7 +450,9 @@ def numerics():
     before it starts (it is read once per process). Subnormal floats (below 1.2e-38) are slow on
     x86 CPUs: training VPT-shallow on HAM10000 produces them, and flushing them made its training
     3.2x faster with the same accuracy (``python bench/subnormal_flush.py``). Flushing changes
-    nothing above that magnitude. It is a CPU setting; GPUs are not affected by it.
+    nothing above that magnitude in training, but it masks an attack's gradient, so attacks, clean
+    evaluation and a defense's examples switch it off again (robench.attack.exact_arithmetic).
+    It is a CPU setting; GPUs are not affected by it.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
