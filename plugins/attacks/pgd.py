@@ -18,8 +18,12 @@ each loss. In all 20 (strategy, eps) cells PGD on the margin left at most as man
 as PGD on cross-entropy, and fewer in 6: VPT-shallow 0.00% against 4.17% (eps 0.001, 0.002) and
 3.33% (0.005, 0.01), the linear probe 0.00% against 0.83% and LoRA 0.83% against 2.50% at eps
 0.001. DLR was weaker than the margin in 3 cells (full fine-tuning at 0.001: 9.17% against 6.67%)
-and never stronger. ``loss=ce`` reproduces torchattacks', ART's and foolbox's PGD, for
-comparisons with published numbers.
+and never stronger. The margin is not always the stronger loss, though: on VPT-shallow trained with
+PGD-AT (leaderboards/ham10000-vit_tiny-112-defenses.md) cross-entropy left 18% of the images
+correct at eps 0.01 and the margin 23%. Run both (``pgd,pgd:loss=ce``) and read the page's worst
+case, which takes each image's stronger result; the ``weaker-per-image`` flag marks the weaker
+one. ``loss=ce`` reproduces torchattacks', ART's and foolbox's PGD, for comparisons with
+published numbers.
 """
 
 from __future__ import annotations
