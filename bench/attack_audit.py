@@ -33,7 +33,7 @@ from robench import results, runner  # noqa: E402
 from robench.backbone import BackboneSpec  # noqa: E402
 from robench.options import parse_specs  # noqa: E402
 from robench.train import to_pixels  # noqa: E402
-from tests.test_exact_attacks import independent_fgsm, independent_pgd  # noqa: E402
+from tests.test_exact_attacks import independent_fgsm, independent_pgd, replay_sweep  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else SHARED / "data" / "ham10000"
@@ -67,19 +67,13 @@ def independent(attack: str):
 
 
 def replay(model, x, labels, clean, attack_fn, flush: bool) -> dict[float, torch.Tensor]:
-    """Predictions after ``attack_fn`` at every eps, seeded and batched as the run's sweep is."""
-    torch.manual_seed(SEED)
-    preds = {eps: clean.clone() for eps in EPS}
+    """Predictions after ``attack_fn`` at every eps, seeded and batched as the run's sweep is,
+    with subnormal floats flushed to zero or not."""
     torch.set_flush_denormal(flush)
     try:
-        for chunk in (clean == labels).nonzero().flatten().split(CONFIG.attack_batch_size):
-            for eps in EPS:
-                adv = attack_fn(model, x[chunk], labels[chunk], eps)
-                with torch.no_grad():
-                    preds[eps][chunk] = model(adv).argmax(1)
+        return replay_sweep(model, x, labels, clean, attack_fn, EPS, SEED, CONFIG.attack_batch_size)
     finally:
         torch.set_flush_denormal(False)
-    return preds
 
 
 def main() -> None:

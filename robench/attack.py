@@ -108,10 +108,8 @@ def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.
       -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3), the margin made invariant to the logits'
       scale; it needs at least 3 classes.
     """
-    if loss == "ce":
+    if check_loss(loss) == "ce":
         return nn.functional.cross_entropy(logits, labels)
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
     true = logits.gather(1, labels[:, None]).squeeze(1)
     other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
     if loss == "margin":

@@ -15,7 +15,7 @@ from torch import nn
 
 from robench.attack import Attack, check_perturbation, exact_arithmetic
 from robench.compute import autocast
-from robench.metrics import accuracy, balanced_accuracy
+from robench.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.progress import progress
 from robench.train import to_pixels
 
@@ -73,23 +73,9 @@ def attack_sweep(
                 with torch.no_grad():
                     adv_preds[eps][chunk] = model(adv).argmax(1).cpu()
     seconds = time.perf_counter() - started
-    return {eps: robust_metrics(labels, clean_preds, adv_preds[eps]) | {"attack_seconds": seconds}
-            for eps in eps_values}
-
-
-def robust_metrics(labels: torch.Tensor, clean_preds: torch.Tensor, adv_preds: torch.Tensor) -> dict:
-    """A cell's metrics under both protocols, from the per-image predictions before and after the attack."""
-    survived = adv_preds == labels
-    n_correct = int((clean_preds == labels).sum())
-    on_correct = float(survived.sum()) / n_correct if n_correct else float("nan")
-    return {
-        "robust_acc": accuracy(survived),
-        "robust_bacc": balanced_accuracy(labels, survived),
-        "n_clean_correct": n_correct,
-        "acc_on_correct": on_correct,
-        "attack_success_rate": 1 - on_correct,
-        "adv_pred": adv_preds.tolist(),
-    }
+    n_correct = len(correct)
+    return {eps: robust_metrics(labels, adv_preds[eps] == labels, n_correct)
+            | {"adv_pred": adv_preds[eps].tolist(), "attack_seconds": seconds} for eps in eps_values}
 
 
 @contextmanager

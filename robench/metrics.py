@@ -25,3 +25,16 @@ def balanced_accuracy(labels: torch.Tensor, hits: torch.Tensor) -> float:
 def majority_accuracy(train_labels: torch.Tensor, test_labels: torch.Tensor) -> float:
     """Accuracy of always answering the training split's most frequent class."""
     return accuracy(test_labels == torch.bincount(train_labels).argmax())
+
+
+def robust_metrics(labels: torch.Tensor, survived: torch.Tensor, n_clean_correct: int) -> dict:
+    """A cell's metrics under both protocols, from which images survived the attack (an image wrong
+    before the attack never survives) and how many were correct before it."""
+    on_correct = float(survived.sum()) / n_clean_correct if n_clean_correct else float("nan")
+    return {
+        "robust_acc": accuracy(survived),
+        "robust_bacc": balanced_accuracy(labels, survived),
+        "n_clean_correct": n_clean_correct,
+        "acc_on_correct": on_correct,
+        "attack_success_rate": 1 - on_correct,
+    }

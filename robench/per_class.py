@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from robench.uncertainty import survival_by_seed
-from robench.worst_case import WORST
+from robench.worst_case import WORST, survived
 
 
 def recall_table(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequence[str],
@@ -71,8 +71,7 @@ def _missed_cancers(frame, labels, classes, malignant, strategy, eps, clean) -> 
 
 def _clean_hits(frame: pd.DataFrame, labels: np.ndarray, strategy: str) -> dict[int, np.ndarray]:
     rows = frame[(frame["strategy"] == strategy) & (frame["attack"] == "none") & (frame["status"] == "ok")]
-    return {int(r.seed): np.asarray(r.clean_pred) == labels for r in rows.itertuples(index=False)
-            if isinstance(r.clean_pred, list) and len(r.clean_pred) == len(labels)}
+    return {int(seed): hits for seed, hits in zip(rows["seed"], survived(rows, labels, "clean_pred")) if hits is not None}
 
 
 def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategies: Sequence[str],

@@ -67,7 +67,7 @@ def exclusive(out: Path) -> Iterator[None]:
 def comparable(config, prepared, strategies) -> dict:
     """The settings of a run that decide whether its rows can sit beside another run's."""
     images, split = prepared.images, prepared.split
-    test_ids = prepared.test.ids if prepared.test is not None else [images.ids[i] for i in split.test]
+    test_ids = prepared.test_ids()
     backbone = config.backbone
     return {
         "dataset": images.name,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from robench import checkpoints, compute, data, executors, features, leaderboard, results, resume
-from robench.attack import Attack, exact_arithmetic
+from robench.attack import Attack, exact_arithmetic, flushing_subnormals
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.data.split import stratified_sample
 from robench.defense import NONE, Defense, combined_label
@@ -91,6 +91,10 @@ class Prepared:
     split: data.Split
     test: data.ImageSet | None  # an external test set, or None for the split's test part
     attacked: np.ndarray | None = None  # indices into the test set that attacks run on; None: all
+
+    def test_ids(self) -> list[str]:
+        """The ids of the test images, in the order of the test arrays."""
+        return self.test.ids if self.test is not None else [self.images.ids[i] for i in self.split.test]
 
 
 def run(config: RunConfig) -> tuple[Path, list[dict]]:
@@ -364,8 +368,7 @@ def _test_arrays(prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
 def attacked_images(prepared: Prepared) -> dict:
     """The ids and labels of the attacked test images, in the order of every row's per-image
     predictions (``clean_pred``, ``adv_pred``): what makes a row's metrics recomputable."""
-    labels = _test_arrays(prepared)[1]
-    ids = prepared.test.ids if prepared.test is not None else [prepared.images.ids[i] for i in prepared.split.test]
+    labels, ids = _test_arrays(prepared)[1], prepared.test_ids()
     order = range(len(labels)) if prepared.attacked is None else [int(i) for i in prepared.attacked]
     return {"ids": [ids[i] for i in order], "labels": [int(labels[i]) for i in order]}
 
@@ -457,7 +460,7 @@ def numerics():
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
-    flushed_before = torch.tensor([1e-40]).mul(1).item() == 0  # torch has no getter for this flag
+    flushed_before = flushing_subnormals()
     torch.set_flush_denormal(True)
     try:
         yield

@@ -14,15 +14,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robench.metrics import balanced_accuracy
+from robench.metrics import robust_metrics
 
 WORST = "worst case"  # the attack label of the derived rows
 CLEAN = "none"
 MIN_ATTACKS = 2  # with one attack at an eps, the worst case is that attack's column
 
 
-def survived(frame: pd.DataFrame, labels) -> pd.Series:
-    """Per attacked row: a boolean array, True where the image is still classified correctly."""
+def survived(frame: pd.DataFrame, labels, column: str = "adv_pred") -> pd.Series:
+    """Per row: a boolean array, True where the image is classified correctly after the attack (or,
+    with ``column="clean_pred"``, before it); None for a row without records of these images."""
     labels = np.asarray(labels)
 
     def one(preds):
@@ -30,7 +31,7 @@ def survived(frame: pd.DataFrame, labels) -> pd.Series:
             return None
         return np.asarray(preds) == labels
 
-    return frame["adv_pred"].map(one) if "adv_pred" in frame else pd.Series([None] * len(frame), index=frame.index)
+    return frame[column].map(one) if column in frame else pd.Series([None] * len(frame), index=frame.index)
 
 
 def worst_case_rows(frame: pd.DataFrame, labels) -> pd.DataFrame:
@@ -52,13 +53,9 @@ def worst_case_rows(frame: pd.DataFrame, labels) -> pd.DataFrame:
         # per image: the true class where it survived every attack, else the first attack's wrong answer
         worst_pred = np.where(alive, label_tensor, preds[np.argmax(preds != label_tensor, axis=0), np.arange(len(alive))])
         first = group.iloc[0].drop("_survived").to_dict()
-        n_correct = first["n_clean_correct"]
-        on_correct = alive.sum() / n_correct if n_correct else float("nan")
-        rows.append(first | {
+        metrics = robust_metrics(torch.as_tensor(label_tensor), torch.as_tensor(alive), int(first["n_clean_correct"]))
+        rows.append(first | metrics | {
             "attack": WORST, "attack_name": WORST, "attack_family": None, "attack_black_box": None,
-            "robust_acc": float(alive.mean()),
-            "robust_bacc": _balanced(label_tensor, alive),
-            "acc_on_correct": on_correct, "attack_success_rate": 1 - on_correct,
             "attack_seconds": float(group["attack_seconds"].sum()),
             "adv_pred": worst_pred.tolist(),
         })
@@ -70,6 +67,3 @@ def with_worst_case(frame: pd.DataFrame, labels) -> pd.DataFrame:
     extra = worst_case_rows(frame, labels)
     return pd.concat([frame, extra], ignore_index=True) if len(extra) else frame
 
-
-def _balanced(labels: np.ndarray, hits: np.ndarray) -> float:
-    return balanced_accuracy(torch.as_tensor(labels), torch.as_tensor(hits))

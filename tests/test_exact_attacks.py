@@ -190,6 +190,20 @@ def independent_pgd(model, x, y, eps, steps, loss):
     return adv.detach()
 
 
+def replay_sweep(model, x, y, clean, attack, eps_values, seed: int, batch_size: int) -> dict[float, torch.Tensor]:
+    """Predictions after ``attack(model, x, y, eps)`` at every eps, seeded and batched as a run's
+    sweep is: torch seeded with the model's seed, the clean-correct images in batches, and within
+    a batch the eps in order (so random starts are drawn in the run's order)."""
+    torch.manual_seed(seed)
+    preds = {e: clean.clone() for e in eps_values}
+    for chunk in (clean == y).nonzero().flatten().split(batch_size):
+        for e in eps_values:
+            adv = attack(model, x[chunk], y[chunk], e)
+            with torch.no_grad():
+                preds[e][chunk] = model(adv).argmax(1)
+    return preds
+
+
 def independent_fgsm(model, x, y, eps):
     x = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), x)
@@ -236,14 +250,7 @@ def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(ca
     assert 0 < len(correct) < len(y)
 
     def replay(attack):
-        torch.manual_seed(1)  # the run seeds every attack's sweep with the model's seed
-        preds = {e: clean.clone() for e in eps}
-        for chunk in correct.split(32):  # the run's --attack-batch-size
-            for e in eps:  # a sweep draws its random starts eps by eps, chunk by chunk
-                adv = attack(model, x_all[chunk], y[chunk], e)
-                with torch.no_grad():
-                    preds[e][chunk] = model(adv).argmax(1)
-        return preds
+        return replay_sweep(model, x_all, y, clean, attack, eps, seed=1, batch_size=32)  # the run's seed and batch
 
     expected = {
         "fgsm": replay(independent_fgsm),
