@@ -76,7 +76,8 @@ def exact_arithmetic():
     VPT-shallow, ``bench/subnormal_flush.py``). Inside an attack that flush masks the gradient:
     a saturated cross-entropy leaves input-gradient components below 1.2e-38, the flush zeroes
     them, and an attack stepping along their sign stops moving those pixels. On a real
-    VPT-shallow model that overstated PGD-10 robust accuracy by 2.5 points (issue 10). Autocast
+    VPT-shallow model it left 1 to 4 more of 120 images correct under PGD-10 on cross-entropy and
+    4 to 5 more under FGSM (``python bench/attack_audit.py``, docs/performance.md). Autocast
     is switched off too, so that only an explicit ``--attack-precision bf16`` (which re-enters
     autocast inside) changes an attack's arithmetic.
     """
