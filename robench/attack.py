@@ -46,6 +46,36 @@ class Attack:
             yield eps, images if eps == 0 else self.perturb(model, images, labels, eps)
 
 
+class MinimalAttack(Attack):
+    """An attack that finds, per image, the smallest eps at which the prediction flips, up to ``eps_max``.
+
+    One run gives the robust accuracy at every eps (the share of images whose eps* exceeds it),
+    so the runner records each image's eps* (``min_eps``) beside its prediction, and the
+    leaderboard draws the whole curve. Subclasses set ``eps_max`` and implement ``minimize``.
+    """
+
+    family = "minimal"  # outside FAMILIES: compared with fixed-eps attacks by its own flag
+    eps_max: float
+
+    def minimize(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(adversarial images, eps*): eps* is the L-inf norm of each image's adversarial example,
+        ``inf`` where none was found up to ``eps_max`` (that image's entry is then ignored)."""
+        raise NotImplementedError
+
+    def perturb(self, model, images, labels, eps):
+        return next(iter(self.sweep(model, images, labels, [eps])))[1]
+
+    def sweep(self, model, images, labels, eps_values):
+        adversarial, star = self.minimize(model, images, labels)
+        for eps in eps_values:
+            yield eps, at_eps(images, adversarial, star, eps)
+
+
+def at_eps(images: torch.Tensor, adversarial: torch.Tensor, star: torch.Tensor, eps: float) -> torch.Tensor:
+    """What a minimal attack gives at one eps: the adversarial example where eps* <= eps, else the image."""
+    return torch.where((star <= eps).view(-1, *[1] * (images.dim() - 1)), adversarial, images)
+
+
 def check_perturbation(who: str, norm: str, adversarial: torch.Tensor, clean: torch.Tensor, eps: float) -> None:
     """Refuse images that break the threat model ``who`` (an attack or a defense) declares.
 

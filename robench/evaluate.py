@@ -7,13 +7,14 @@ protocol (the seed study), so attacking it would change neither number.
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from robench.attack import Attack, check_perturbation, exact_arithmetic
+from robench.attack import Attack, MinimalAttack, check_perturbation, exact_arithmetic
 from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.progress import progress
@@ -62,20 +63,47 @@ def attack_sweep(
     model.eval()
     correct = (clean_preds == labels).nonzero().flatten()
     adv_preds = {eps: clean_preds.clone() for eps in eps_values}
+    minimal = isinstance(attack, MinimalAttack)
+    min_eps = torch.zeros(len(labels)) if minimal else None  # a clean-wrong image is fooled at eps 0
     started = time.perf_counter()
     chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
     with frozen(model), exact_arithmetic(), autocast(device, precision):
         for chunk in progress(chunks, desc=f"attack {label}", unit="batch"):
             x = to_pixels(images[chunk].to(device))
             y = labels[chunk].to(device)
+            if minimal:
+                min_eps[chunk] = _minimize(model, attack, x, y, chunk, eps_values, adv_preds)
+                continue
             for eps, adv in attack.sweep(model, x, y, eps_values):
                 check_perturbation(f"attack {attack.name}", attack.norm, adv, x, eps)
                 with torch.no_grad():
                     adv_preds[eps][chunk] = model(adv).argmax(1).cpu()
     seconds = time.perf_counter() - started
     n_correct = len(correct)
+    records = {} if min_eps is None else {
+        "eps_max": attack.eps_max, "min_eps": [None if math.isinf(e) else e for e in min_eps.tolist()]}
     return {eps: robust_metrics(labels, adv_preds[eps] == labels, n_correct)
-            | {"adv_pred": adv_preds[eps].tolist(), "attack_seconds": seconds} for eps in eps_values}
+            | {"adv_pred": adv_preds[eps].tolist(), "attack_seconds": seconds} | records for eps in eps_values}
+
+
+def _minimize(model, attack: MinimalAttack, x, y, chunk, eps_values, adv_preds) -> torch.Tensor:
+    """Run a minimal attack on one batch; fill each eps's predictions from its examples; return eps*.
+
+    At an eps the image keeps its clean (correct) prediction where eps* > eps and takes its
+    example's prediction where eps* <= eps, so each eps's row says what that example does there.
+    """
+    adversarial, star = attack.minimize(model, x, y)
+    check_perturbation(f"attack {attack.name}", attack.norm, adversarial, x, attack.eps_max)
+    with torch.no_grad():
+        preds = model(adversarial).argmax(1).cpu()
+    star, y = star.float().cpu(), y.cpu()
+    found = torch.isfinite(star)
+    norms = (adversarial - x).flatten(1).abs().amax(1).cpu()
+    if (preds[found] == y[found]).any() or (norms[found] > star[found] + 1e-6).any():
+        raise ValueError(f"attack {attack.name} reported an eps* whose example does not fool the model or is larger than eps*")
+    for eps in eps_values:
+        adv_preds[eps][chunk] = torch.where(star <= eps, preds, y)
+    return star
 
 
 @contextmanager

@@ -51,12 +51,14 @@ CELL_METRICS = (
     "acc_on_correct",  # over the clean-correct images only (the seed study's protocol)
     "attack_success_rate",  # 1 - acc_on_correct
     "attack_seconds",
+    "eps_max",  # a minimal attack's (robench.attack.MinimalAttack): eps* is searched up to it; None otherwise
 )
 # Per-image records, lists over the attacked images in config.json's ``attacked`` order (ids,
 # labels): they travel inside the row, so a row never exists without them.
 RECORD_FIELDS = (
     "clean_pred",  # the clean row's: the model's prediction on each attacked image
     "adv_pred",  # an attacked row's: the prediction after the attack (a clean-wrong image is not attacked)
+    "min_eps",  # a minimal attack's row: each image's eps* (0 for a clean-wrong image, None above eps_max)
 )
 # Every row has these keys; eps is in [0, 1] pixel units.
 ROW_FIELDS = (

@@ -1,0 +1,101 @@
+"""The minimal-perturbation attack (issue 11): eps* per image, checked against plain bisection with
+robench's PGD, and recorded by the runner so that every eps's row follows from it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from robench.attack import at_eps
+from robench.evaluate import attack_sweep
+from robench_plugins.attacks.minimal import Minimal
+from robench_plugins.attacks.pgd import PGD
+from tests.test_attacks import trained  # noqa: F401  (fixture: a trained micro ViT)
+
+EPS_MAX = 16 / 255
+ROUNDS = 7
+STEP = 2 ** (10 / 2**ROUNDS)  # the reference's bisection step: a factor, on a log scale
+
+
+def bisection_pgd(model, x, y, eps_max=EPS_MAX, rounds=ROUNDS):
+    """The reference: per image, log-bisection on [eps_max / 1024, eps_max] with a fresh PGD-10
+    (random start, margin loss) at each probe; inf where PGD-10 at eps_max does not fool it."""
+    star = []
+    for image, label in zip(x, y):
+        image, label = image[None], label[None]
+
+        def fools(eps):
+            adversarial = PGD().perturb(model, image, label, eps)
+            with torch.no_grad():
+                return bool(model(adversarial).argmax(1) != label)
+
+        if not fools(eps_max):
+            star.append(math.inf)
+            continue
+        low, high = eps_max / 1024, eps_max
+        for _ in range(rounds):
+            mid = math.sqrt(low * high)
+            low, high = (low, mid) if fools(mid) else (mid, high)
+        star.append(high)
+    return torch.tensor(star)
+
+
+@pytest.fixture(scope="module")
+def correct(trained):  # noqa: F811
+    model, x, y = trained
+    with torch.no_grad():
+        keep = model(x).argmax(1) == y
+    return model, x[keep][:40], y[keep][:40]
+
+
+def test_minimal_eps_is_not_above_bisection_pgd_beyond_one_step(correct):
+    model, x, y = correct
+    torch.manual_seed(0)
+    adversarial, star = Minimal().minimize(model, x, y)
+    torch.manual_seed(0)
+    reference = bisection_pgd(model, x, y)
+    assert torch.isfinite(reference).sum() >= 20, "the reference should fool most images below eps_max"
+    worse = (star > reference * STEP * 1.0001).sum().item()
+    assert worse <= 3, f"eps* above bisection-PGD's by more than one bisection step on {worse} of {len(x)} images"
+    # each eps* is the norm of an example that really fools the model
+    found = torch.isfinite(star)
+    assert found.sum() >= torch.isfinite(reference).sum() - 3
+    norms = (adversarial - x).flatten(1).abs().amax(1)
+    assert torch.allclose(norms[found], star[found])
+    with torch.no_grad():
+        assert (model(adversarial[found]).argmax(1) != y[found]).all()
+
+
+def test_the_sweep_records_eps_star_and_each_eps_follows_from_it(correct):
+    model, x, y = correct
+    images = (x * 255).round().to(torch.uint8)
+    x8 = images.float() / 255
+    with torch.no_grad():
+        clean = model(x8).argmax(1)
+    eps_values = [0.002, 0.01, 0.03]
+    torch.manual_seed(0)
+    rows = attack_sweep(model, Minimal(), eps_values, images, y, clean, 16, "cpu")
+    star = torch.tensor([math.inf if e is None else e for e in rows[0.002]["min_eps"]])
+    assert rows[0.002]["eps_max"] == pytest.approx(EPS_MAX)
+    assert (star[clean != y] == 0).all()
+    for eps in eps_values:
+        survived = torch.tensor(rows[eps]["adv_pred"]) == y
+        assert torch.equal(survived, star > eps), f"eps {eps}: the row is not the share of eps* above it"
+        assert rows[eps]["robust_acc"] == pytest.approx((star > eps).float().mean().item())
+    # the robust accuracy falls with eps, and PGD at the largest eps is not weaker than the curve
+    accs = [rows[eps]["robust_acc"] for eps in eps_values]
+    assert accs == sorted(accs, reverse=True) and accs[0] > accs[-1]
+
+
+def test_at_eps_returns_the_example_only_where_eps_star_is_below():
+    images, adversarial = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2) * 0.1
+    out = at_eps(images, adversarial, torch.tensor([0.05, 0.2, math.inf]), 0.1)
+    assert out[0].eq(0.1).all() and out[1].eq(0).all() and out[2].eq(0).all()
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5])
+def test_eps_max_outside_0_1_is_refused(bad):
+    with pytest.raises(ValueError, match="eps_max must be in"):
+        Minimal(eps_max=bad)
