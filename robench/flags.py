@@ -39,6 +39,9 @@ CHECKS = {
     "weaker-per-image": "an attack left more than a few images correct that another attack of the same or a "
     "weaker family fooled at the same eps on the same model (per image, e.g. PGD on cross-entropy against PGD "
     "on the margin): its column overstates robustness; the worst-case column does not",
+    "minimal-too-weak": "the minimal attack's curve says more than a few images survive an eps at which a "
+    "fixed-eps attack fooled them: its eps* are too large there, and its curve and median overstate robustness "
+    "(the reverse, a fixed-eps attack missing what the minimal one found, is expected and not flagged)",
     "black-box-wins": "a black-box attack, which never reads gradients, beats every white-box attack at the "
     "same eps: the mark of gradient masking; the white-box numbers overstate robustness",
     "below-majority": "clean accuracy at or below the majority-class baseline (always answering the most "
@@ -72,6 +75,7 @@ def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> lis
         *_rises_with_eps(cells),
         *_family_order(cells),
         *_weaker_per_image(cells, labels),
+        *_minimal_too_weak(cells, labels),
         *_black_box_wins(cells),
         *_collapse(models, n_classes),
     ]
@@ -160,6 +164,26 @@ def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
                 counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum()) for seed in seeds]
                 if counts and sum(counts) / len(counts) > FEW_IMAGES:
                     yield Flag("weaker-per-image", strategy,
+                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps:g} "
+                               f"(mean over {len(counts)} seed(s))")
+
+
+def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
+    """A minimal attack left correct at an eps, on average over the seeds, more than FEW_IMAGES images
+    that a fixed-eps attack (any family, white or black box) fooled at that eps on that model."""
+    if labels is None or "adv_pred" not in cells:
+        return
+    cells = cells.assign(alive_=survived(cells, labels))
+    cells = cells[cells["alive_"].notna()]
+    for (strategy, eps), group in cells.groupby(["strategy", "eps"], sort=False):
+        alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
+        families = dict(zip(group["attack"], group["attack_family"]))
+        for a in [attack for attack, family in families.items() if family == "minimal"]:
+            for b in [attack for attack, family in families.items() if family != "minimal"]:
+                counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum())
+                          for (attack, seed) in alive if attack == a and (b, seed) in alive]
+                if counts and sum(counts) / len(counts) > FEW_IMAGES:
+                    yield Flag("minimal-too-weak", strategy,
                                f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps:g} "
                                f"(mean over {len(counts)} seed(s))")
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from robench import flags, per_class, uncertainty
+from robench import flags, minimal_eps, per_class, uncertainty
 from robench.worst_case import WORST, with_worst_case
 from robench.defense import NONE, combined_label
 from robench.errors import RobenchError
@@ -154,6 +154,7 @@ def render(
         board.legend(PROTOCOLS[protocol_name]),
         *(footnotes or ()),
         *([paired] if paired else []),
+        *([minimal_text] if (minimal_text := minimal_eps.section(frame, board.strategies)) else []),
         board.baselines(),
         *([per_class_text] if per_class_text else []),
         *([_plots_section(plots)] if plots else []),

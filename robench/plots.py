@@ -18,10 +18,12 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from robench import minimal_eps
 from robench.leaderboard import (
     CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, WORST, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
     run_name, summarise,
@@ -63,8 +65,11 @@ def figure(
     config: Mapping,
     clean: Mapping[str, tuple[float, float]],
     majority: float | None = None,
+    continuous: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Figure:
-    """One attack's plot. ``clean`` maps a strategy to its (clean acc, balanced acc) for the legend."""
+    """One attack's plot. ``clean`` maps a strategy to its (clean acc, balanced acc) for the legend;
+    ``continuous`` maps a strategy to a minimal attack's whole curve (eps, accuracy), drawn as a
+    thin line beside its fixed-eps points."""
     fig = Figure(figsize=(8, 6), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -78,7 +83,11 @@ def figure(
         if strategy in clean:
             acc, bacc = clean[strategy]
             label += f" (clean {100 * acc:.1f}%, balanced {100 * bacc:.1f}%)"
-        ax.plot(x, mean, marker="o", color=color, label=label)
+        ax.plot(x, mean, marker="o", linestyle="none" if continuous and strategy in continuous else "-",
+                color=color, label=label)
+        if continuous and strategy in continuous:
+            grid, accuracy = continuous[strategy]
+            ax.plot(grid, 100 * accuracy, color=color, linewidth=1.2)
         if (std > 0).any():
             ax.fill_between(x, (mean - std).clip(0, 100), (mean + std).clip(0, 100), color=color, alpha=0.2, linewidth=0)
     if majority is not None and protocol_name == "all":
@@ -123,7 +132,8 @@ def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None
     written = []
     for attack in attacks:
         fig = figure(curves(summary, attack, protocol), strategies, attack, protocol_name, config, clean,
-                     majority=float(majority.iloc[0]) if len(majority) else None)
+                     majority=float(majority.iloc[0]) if len(majority) else None,
+                     continuous=_minimal_curves(frame, strategies, attack, protocol_name))
         file = file_name(name, attack)
         first, *others = [Path(d) for d in out_dirs]
         first.mkdir(parents=True, exist_ok=True)
@@ -134,6 +144,25 @@ def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None
                 shutil.copyfile(first / file, other / file)
         written.append((attack, file))
     return written
+
+
+def _minimal_curves(frame: pd.DataFrame, strategies, attack: str, protocol_name: str) -> dict:
+    """Per strategy, a minimal attack's robust accuracy on a fine eps grid up to eps_max, from its
+    records: share of images with eps* > eps (over the clean-correct ones, eps* > 0, under that protocol)."""
+    if attack not in minimal_eps.minimal_attacks(frame):
+        return {}
+    out = {}
+    for strategy in strategies:
+        found = minimal_eps.eps_star(frame, strategy, attack)
+        if found is None:
+            continue
+        matrix, eps_max = found
+        grid = np.linspace(0, eps_max, 400)
+        if protocol_name == "all":
+            out[strategy] = grid, minimal_eps.curve(matrix, grid)
+        else:
+            out[strategy] = grid, np.mean([minimal_eps.curve(row[row > 0][None], grid) for row in matrix], axis=0)
+    return out
 
 
 def _clean_accuracies(summary: pd.DataFrame) -> dict[str, tuple[float, float]]:

@@ -99,3 +99,45 @@ def test_at_eps_returns_the_example_only_where_eps_star_is_below():
 def test_eps_max_outside_0_1_is_refused(bad):
     with pytest.raises(ValueError, match="eps_max must be in"):
         Minimal(eps_max=bad)
+
+
+def _row(attack, family, seed, adv_pred, eps=0.01):
+    return {"strategy": "s", "seed": seed, "attack": attack, "attack_family": family, "attack_black_box": False,
+            "eps": eps, "status": "ok", "adv_pred": adv_pred, "robust_acc": 0.0}
+
+
+def test_minimal_too_weak_is_flagged_one_way_only():
+    import pandas as pd
+
+    from robench import flags
+
+    labels = [0] * 10
+    fooled_by_pgd = [1] * 4 + [0] * 6  # pgd fooled images 0-3
+    strong = [1] * 6 + [0] * 4  # minimal fooled 0-5: more than pgd (expected, never flagged)
+    weak = [0] * 10  # minimal fooled none of pgd's 4
+    from robench.results import ROW_FIELDS
+
+    ok = pd.DataFrame([_row("pgd", "iterative", 0, fooled_by_pgd), _row("minimal", "minimal", 0, strong)], columns=ROW_FIELDS)
+    bad = pd.DataFrame([_row("pgd", "iterative", 0, fooled_by_pgd), _row("minimal", "minimal", 0, weak)], columns=ROW_FIELDS)
+    assert not [f for f in flags.check(ok, labels=labels) if f.check in ("minimal-too-weak", "weaker-per-image")]
+    found = [f for f in flags.check(bad, labels=labels) if f.check == "minimal-too-weak"]
+    assert len(found) == 1 and "4.0 images" in found[0].detail
+
+
+def test_median_and_auc_follow_the_records():
+    import numpy as np
+
+    from robench import minimal_eps
+
+    eps_max = 0.04
+    matrix = np.array([[0.0, 0.01, 0.02, 0.03, np.inf], [0.0, 0.01, 0.01, 0.03, 0.03]])
+    stats = minimal_eps.median_and_auc(matrix, eps_max)
+    assert stats["median"][0] == pytest.approx((0.02 + 0.01) / 2)
+    # AUC: mean of min(eps*, eps_max) / eps_max, the area under acc(eps) = share of eps* > eps
+    assert stats["auc"][0] == pytest.approx(np.minimum(matrix, eps_max).mean() / eps_max)
+    grid = np.linspace(0, eps_max, 40001)
+    assert stats["auc"][0] == pytest.approx(np.trapezoid(minimal_eps.curve(matrix, grid), grid) / eps_max, abs=1e-3)
+    for value, low, high in stats.values():
+        assert low <= value <= high
+    survivors = np.full((1, 5), np.inf)
+    assert minimal_eps.median_and_auc(survivors, eps_max)["median"][0] == float("inf")
