@@ -14,7 +14,7 @@ plugins share them instead of importing each other's modules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import ClassVar
 
@@ -37,6 +37,11 @@ class Attack:
 
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         raise NotImplementedError
+
+    def for_dataset(self, classes: Sequence[str], malignant: Sequence[str]) -> None:
+        """Called once before any model is attacked, with the dataset's class names (in label order)
+        and those it declares malignant: an attack that takes class names (``target=nv``) resolves
+        them here, and raises ValueError, shown to the user in one line, for a name it lacks."""
 
     def sweep(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps_values: Iterable[float]
@@ -127,8 +132,8 @@ def exact_arithmetic():
 LOSSES = ("ce", "margin", "dlr")
 
 
-def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
-    """The scalar an untargeted attack ascends: ``ce``, ``margin`` or ``dlr``.
+def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The scalar an attack ascends: ``ce``, ``margin`` or ``dlr``; towards ``targets`` if given.
 
     - ``ce``: mean cross-entropy, as torchattacks, ART and foolbox define FGSM and PGD. It
       saturates: once the model is confident, softmax leaves gradients of 1e-30 and below, whose
@@ -138,17 +143,35 @@ def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.
     - ``dlr``: Croce & Hein's (ICML 2020) difference of logits ratio,
       -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3), the margin made invariant to the logits'
       scale; it needs at least 3 classes.
+
+    Targeted (``targets``, one class per image): ``ce`` is minus the cross-entropy to the target,
+    ``margin`` is z_t - max_{i != t} z_i (Carlini & Wagner's targeted loss), positive exactly when
+    the model answers the target; ``dlr`` has no targeted form here.
     """
-    if check_loss(loss) == "ce":
+    check_loss(loss)
+    if targets is not None:
+        if loss == "ce":
+            return -nn.functional.cross_entropy(logits, targets)
+        if loss == "dlr":
+            raise ValueError("a targeted attack takes loss=ce or loss=margin, not dlr")
+        return -_margin(logits, targets)
+    if loss == "ce":
         return nn.functional.cross_entropy(logits, labels)
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
     if loss == "margin":
-        return (other - true).sum()
+        return _margin(logits, labels)
     if logits.shape[1] < 3:
         raise ValueError(f"loss dlr needs at least 3 classes, the model has {logits.shape[1]}: use loss=margin")
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
     top = logits.sort(1, descending=True).values
     return (-(true - other) / (top[:, 0] - top[:, 2] + 1e-12)).sum()
+
+
+def _margin(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """max_{i != c} z_i - z_c summed over the batch, c one class per image."""
+    own = logits.gather(1, classes[:, None]).squeeze(1)
+    other = logits.scatter(1, classes[:, None], float("-inf")).amax(1)
+    return (other - own).sum()
 
 
 def check_loss(loss: str) -> str:
@@ -158,10 +181,11 @@ def check_loss(loss: str) -> str:
     return loss
 
 
-def gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+def gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str = "ce",
+             targets: torch.Tensor | None = None) -> torch.Tensor:
     """grad_x of :func:`attack_loss` at ``images``: the direction every L-inf attack here steps along."""
     images = images.clone().detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(attack_loss(model(images), labels, loss), images)
+    (grad,) = torch.autograd.grad(attack_loss(model(images), labels, loss, targets), images)
     return grad
 
 

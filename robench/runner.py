@@ -132,6 +132,7 @@ def _run_grid(config: RunConfig, strategies: list[Planned], attacks: list[Planne
               executor=executors.local) -> tuple[Path, list[dict]]:
     num_classes = len(data.HAM10000_CLASSES)
     prepared = prepare_data(config)
+    tell_attacks_the_classes(attacks, prepared)
     vit, _, _ = create_backbone(config.backbone, num_classes)  # weights that do not fit fail before any training
     backbone_params = _count(vit)
     check_strategies_fit(strategies, vit)
@@ -359,6 +360,19 @@ def prepare_data(config: RunConfig) -> Prepared:
     return prepared
 
 
+def malignant_classes(prepared: Prepared) -> list[str]:
+    return [c for c in data.HAM10000_MALIGNANT if c in prepared.images.classes]
+
+
+def tell_attacks_the_classes(attacks: list[Planned], prepared: Prepared) -> None:
+    """Let attacks that take class names (``pgd:target=nv``) resolve them, before anything trains."""
+    for attack in attacks:
+        try:
+            attack.plugin.for_dataset(list(prepared.images.classes), malignant_classes(prepared))
+        except ValueError as exc:
+            raise RobenchError(f"attack {attack.label}: {exc}") from None
+
+
 def _test_arrays(prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
     if prepared.test is not None:
         return prepared.test.images, prepared.test.labels
@@ -384,7 +398,7 @@ def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dic
         "name": config.name,
         "dataset": {"name": images.name, "description": images.description, "n_images": len(images),
                     "classes": list(images.classes),
-                    "malignant": [c for c in data.HAM10000_MALIGNANT if c in images.classes]},
+                    "malignant": malignant_classes(prepared)},
         "split": {
             "seed": split.seed, "fingerprint": split.fingerprint,
             "n_train": len(split.train), "n_val": len(split.val),

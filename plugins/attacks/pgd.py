@@ -24,6 +24,12 @@ correct at eps 0.01 and the margin 23%. Run both (``pgd,pgd:loss=ce``) and read 
 case, which takes each image's stronger result; the ``weaker-per-image`` flag marks the weaker
 one. ``loss=ce`` reproduces torchattacks', ART's and foolbox's PGD, for comparisons with
 published numbers.
+
+``target=CLASS`` makes it targeted: it pushes every image towards that class (``pgd:target=nv``:
+the benign nevus), on the targeted margin (or ``loss=ce``); ``target=benign`` pushes each image
+towards the benign class the model ranks highest on it, other than its own: on a malignant lesion
+that measures exactly the missed-cancer threat (the page's malignant-to-benign column). An image
+counts as robust if the model still gets it right, as for every attack.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ class PGD(Attack):
     family = "iterative"
 
     def __init__(self, steps: int = 10, alpha: float | None = None, random_start: bool = True, restarts: int = 1,
-                 loss: str = "margin"):
+                 loss: str = "margin", target: str | None = None):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if alpha is not None and not 0 < alpha <= 1:
@@ -52,25 +58,60 @@ class PGD(Attack):
             raise ValueError("restarts > 1 needs random_start=true: without it every run is the same")
         self.steps, self.alpha, self.random_start, self.restarts = steps, alpha, random_start, restarts
         self.loss = check_loss(loss)
+        if target is not None and loss == "dlr":
+            raise ValueError("a targeted attack takes loss=ce or loss=margin, not dlr")
+        self.target, self.target_classes = target, None
+
+    def for_dataset(self, classes, malignant):
+        """Resolve ``target``: one class name, or ``benign``: per image the benign class (one the dataset
+        does not declare malignant) the model ranks highest on the clean image, other than its own."""
+        if self.target is None:
+            return
+        if self.target == "benign":
+            if not malignant:
+                raise ValueError("target=benign needs a dataset that declares its malignant classes; this one declares "
+                                 "none: name a class instead, e.g. target=" + classes[0])
+            self.target_classes = [i for i, name in enumerate(classes) if name not in malignant]
+        elif self.target in classes:
+            self.target_classes = [list(classes).index(self.target)]
+        else:
+            raise ValueError(f"target class {self.target!r} is not a class of this dataset: use one of "
+                             f"{', '.join(classes)}, or benign")
+
+    def targets(self, model, images, labels):
+        """The class each image is pushed towards; None for an untargeted attack."""
+        if self.target is None:
+            return None
+        if self.target_classes is None:
+            raise ValueError("a targeted pgd needs the dataset's classes: robench calls for_dataset() before attacking")
+        with torch.no_grad():
+            logits = model(images)
+        allowed = torch.full_like(logits, float("-inf"))
+        allowed[:, self.target_classes] = 0
+        if len(self.target_classes) > 1:  # benign: never the image's own class
+            allowed.scatter_(1, labels[:, None], float("-inf"))
+        return (logits + allowed).argmax(1)
 
     def perturb(self, model, images, labels, eps):
         alpha = self.alpha if self.alpha is not None else 2.5 * eps / self.steps
-        adv = self.run_once(model, images, labels, eps, alpha)
+        targets = self.targets(model, images, labels)
+        adv = self.run_once(model, images, labels, eps, alpha, targets)
         for _ in range(self.restarts - 1):
             with torch.no_grad():
                 survivors = (model(adv).argmax(1) == labels).nonzero().flatten()
             if not len(survivors):
                 break
-            adv[survivors] = self.run_once(model, images[survivors], labels[survivors], eps, alpha)
+            adv[survivors] = self.run_once(model, images[survivors], labels[survivors], eps, alpha,
+                                           None if targets is None else targets[survivors])
         return adv
 
-    def run_once(self, model, images, labels, eps, alpha):
+    def run_once(self, model, images, labels, eps, alpha, targets=None):
         """One PGD run from one random start; the last iterate."""
         adv = images.clone().detach()
         if self.random_start:
             adv = torch.clamp(adv + torch.empty_like(adv).uniform_(-eps, eps), min=0, max=1).detach()
         for _ in range(self.steps):
-            adv = project(adv + alpha * gradient(model, adv, labels, self.loss).sign(), images, eps)
+            adv = project(adv + alpha * gradient(model, adv, labels, self.loss, targets).sign(), images, eps)
         return adv
 
 
