@@ -135,6 +135,10 @@ def render(
     board = _Board(summarise(frame), frame, config)
 
     main = board.main_table(PROTOCOLS[protocol_name])
+    if labels is not None and (headline := [c for c in board.columns if c[0] == board.columns[0][0]]):
+        rank = uncertainty.ranks(frame, labels, board.strategies, headline)
+        counts = pd.Series(rank).value_counts()
+        main.insert(0, "rank", [f"{rank[s]}=" if counts[rank[s]] > 1 else str(rank[s]) for s in board.strategies])
     if notes:
         main["notes"] = [notes.get(strategy, "") for strategy in board.strategies]
     reference = reference or config.get("reference")
@@ -309,7 +313,10 @@ class _Board:
             f"pixel units): {protocol.title}. {self.denominator(protocol)} "
             + (f"`{WORST}@eps`: an image counts as robust only if it survives every attack run at that eps "
                f"(per image, not the minimum of the columns); rows are ranked by it, averaged over eps. "
-               if any(attack == WORST for attack, _ in self.columns) else "") +
+               if any(attack == WORST for attack, _ in self.columns) else "")
+            + ("`rank`: 1 + the number of strategies a paired test (McNemar, per seed, combined over seeds, Holm over "
+               "all pairs) shows to be more robust under the first attack column's attack at every eps; `=` marks "
+               "strategies no test separates, a tie however their means differ. " if self.labels is not None else "") +
             f"Peak MiB: memory while the model trained: the CUDA allocator's peak on a GPU, "
             f"the process's resident memory (sampled) on a CPU."
         )

@@ -170,3 +170,27 @@ def _difference(c: Comparison | None, is_best: bool) -> str:
     if c is None:
         return "—"
     return f"{100 * c.difference:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]" + ("*" if c.significant else "")
+
+
+def ranks(frame: pd.DataFrame, labels, strategies: Sequence[str], columns: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """Rank with ties: 1 + the number of strategies a paired test shows to be more robust on ``columns``
+    (the headline attack at every eps). Per pair, each seed's survival over all the columns' images
+    is tested with McNemar's exact test and the seeds combined as in :func:`paired_p`; Holm over the
+    pairs. Strategies no test separates share a rank."""
+    cells = {}
+    for strategy in strategies:
+        by_column = [survival_by_seed(frame, labels, strategy, attack, eps) for attack, eps in columns]
+        seeds = set.intersection(*(set(c) for c in by_column)) if by_column and all(by_column) else set()
+        if seeds:
+            cells[strategy] = {seed: np.concatenate([c[seed] for c in by_column]) for seed in sorted(seeds)}
+    pairs = [(a, b) for i, a in enumerate(cells) for b in list(cells)[i + 1:]
+             if len({len(v) for v in [*cells[a].values(), *cells[b].values()]}) == 1]
+    p = [paired_p([(cells[a][s], cells[b][s]) for s in sorted(set(cells[a]) & set(cells[b]))]) for a, b in pairs]
+    adjusted = multipletests(p, alpha=ALPHA, method="holm")[1] if p else []
+    better = {s: 0 for s in strategies}
+    for (a, b), p_holm in zip(pairs, adjusted):
+        if p_holm < ALPHA:
+            mean_a = np.mean([v.mean() for v in cells[a].values()])
+            mean_b = np.mean([v.mean() for v in cells[b].values()])
+            better[b if mean_a > mean_b else a] += 1
+    return {s: 1 + better[s] for s in strategies}

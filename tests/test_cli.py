@@ -110,7 +110,7 @@ def test_leaderboard_of_a_missing_run(capsys, tmp_path):
 def test_an_unknown_attack_names_the_close_match_and_the_valid_ones(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", *FAST, "--attacks", "fgsn", "--out", str(tmp_path / "r"))
     assert code == 2 and err.count("\n") == 1
-    assert "unknown attack 'fgsn': did you mean fgsm? valid attacks: autoattack, fgsm, pgd, square" in err
+    assert "unknown attack 'fgsn': did you mean fgsm? valid attacks: autoattack, fgsm, minimal, pgd, square" in err
 
 
 def _micro_weights(path, **replace):
