@@ -431,7 +431,10 @@ def _header(config: Mapping) -> str:
 
 def _plots_section(plots: Sequence[tuple[str, str]]) -> str:
     """Each PNG embedded by a link relative to the page, which is written next to them."""
-    images = "\n\n".join(f"![{attack}: accuracy vs eps]({quote(file)})" for attack, file in plots)
+    images = "\n\n".join(f"![{attack}: accuracy vs eps]({quote(file)})" if attack != "confusion" else
+                         f"Confusion matrices under the first attack column at its smallest eps (true class × "
+                         f"prediction after the attack, counts over seeds):\n\n![confusion under attack]({quote(file)})"
+                         for attack, file in plots)
     return (
         "## Accuracy vs eps\n\n"
         "One plot per attack under the headline protocol; eps = 0 is the clean model, the band is "

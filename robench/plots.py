@@ -23,13 +23,14 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robench import minimal_eps
+from robench import confusion, minimal_eps
 from robench.leaderboard import (
     CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, WORST, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
     run_name, summarise,
 )
 
 DPI = 120
+CONFUSION = "confusion"  # the first element of the confusion plot's pair in write_plots' result
 Y_LABELS = {"all": "robust accuracy, all test images (%)", "correct": "accuracy on clean-correct images (%)"}
 
 
@@ -135,15 +136,34 @@ def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None
                      majority=float(majority.iloc[0]) if len(majority) else None,
                      continuous=_minimal_curves(frame, strategies, attack, protocol_name))
         file = file_name(name, attack)
-        first, *others = [Path(d) for d in out_dirs]
-        first.mkdir(parents=True, exist_ok=True)
-        fig.savefig(first / file)
-        for other in others:
-            if other.resolve() != first.resolve():
-                other.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(first / file, other / file)
+        _save(fig, file, out_dirs)
         written.append((attack, file))
+    written.extend(_confusion_plot(frame, config, strategies, attacks, name, out_dirs))
     return written
+
+
+def _confusion_plot(frame, config, strategies, attacks, name, out_dirs) -> list[tuple[str, str]]:
+    """The confusion matrices under the headline attack at its smallest eps, as ``("confusion", file)``."""
+    labels, classes = (config.get("attacked") or {}).get("labels"), (config.get("dataset") or {}).get("classes")
+    eps_values = sorted(frame.loc[(frame["attack"] == attacks[0]) & (frame["eps"] > 0), "eps"].unique()) if attacks else []
+    if not labels or not classes or not eps_values:
+        return []
+    fig = confusion.figure(frame, labels, classes, strategies, attacks[0], float(eps_values[0]), _subject(config))
+    if fig is None:
+        return []
+    file = file_name(name, "confusion")
+    _save(fig, file, out_dirs)
+    return [(CONFUSION, file)]
+
+
+def _save(fig, file: str, out_dirs) -> None:
+    first, *others = [Path(d) for d in out_dirs]
+    first.mkdir(parents=True, exist_ok=True)
+    fig.savefig(first / file)
+    for other in others:
+        if other.resolve() != first.resolve():
+            other.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(first / file, other / file)
 
 
 def _minimal_curves(frame: pd.DataFrame, strategies, attack: str, protocol_name: str) -> dict:

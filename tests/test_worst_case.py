@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -147,3 +148,16 @@ def test_run_refuses_a_reference_that_is_not_one_of_its_strategies(tmp_path):
                        parse_specs("fgsm", "attack"), [0.01], [0], tmp_path, tmp_path, "t", reference="lora")
     with pytest.raises(RobenchError, match="--reference 'lora' is not a strategy of this run: use one of full, linear_probe"):
         plan(config)
+
+
+def test_the_confusion_matrix_under_attack_counts_the_records():
+    from robench import confusion
+
+    table = frame(rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})}))
+    counts = confusion.matrix(table, LABELS, 7, "vpt", "pgd", 0.01)
+    row = table[(table["attack"] == "pgd") & (table["eps"] == 0.01)].iloc[0]
+    assert counts.sum() == len(LABELS)
+    assert np.trace(counts) == sum(p == y for p, y in zip(row["adv_pred"], LABELS))
+    for true, pred in zip(LABELS, row["adv_pred"]):
+        assert counts[true, pred] >= 1
+    assert confusion.matrix(table, LABELS, 7, "vpt", "missing", 0.01) is None
