@@ -144,8 +144,10 @@ def read_frame(run_dir: Path) -> pd.DataFrame:
 def read_records(run_dir: Path) -> pd.DataFrame:
     """The per-image records of a run, one row per (strategy, seed, attack, eps, image): the image's
     id and label, the model's clean prediction and, for an attacked row, its prediction after the
-    attack (the clean row's ``adv_pred`` is its clean prediction). Every metric of a row can be
-    recomputed from its records: ``robust_acc`` is the mean of ``adv_pred == label``."""
+    attack (the clean row's ``adv_pred`` is its clean prediction), and for a minimal attack's row
+    ``min_eps``, the image's eps* (inf: not fooled up to eps_max; NaN for other rows). Every metric of
+    a row can be recomputed from its records: ``robust_acc`` is the mean of ``adv_pred == label``,
+    and for a minimal attack also the mean of ``min_eps > eps``."""
     config = read_config(run_dir)
     attacked = config.get("attacked") or {}
     ids, labels = attacked.get("ids"), attacked.get("labels")
@@ -160,10 +162,13 @@ def read_records(run_dir: Path) -> pd.DataFrame:
         preds = model_clean if row["attack"] == "none" else row.get("adv_pred")
         if preds is None or model_clean is None or len(preds) != len(ids):
             continue
+        min_eps = row.get("min_eps") if isinstance(row.get("min_eps"), list) else [None] * len(ids)
         parts.append(pd.DataFrame({"strategy": row["strategy"], "seed": row["seed"], "attack": row["attack"],
                                    "eps": row["eps"], "image_id": ids, "label": labels,
-                                   "clean_pred": model_clean, "adv_pred": preds}))
-    columns = ["strategy", "seed", "attack", "eps", "image_id", "label", "clean_pred", "adv_pred"]
+                                   "clean_pred": model_clean, "adv_pred": preds,
+                                   "min_eps": [float("inf") if e is None else e for e in min_eps]
+                                   if row.get("attack_family") == "minimal" else float("nan")}))
+    columns = ["strategy", "seed", "attack", "eps", "image_id", "label", "clean_pred", "adv_pred", "min_eps"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 

@@ -112,8 +112,20 @@ def start(out: Path, new: dict) -> dict:
 
 
 def finished(rows: list[dict]) -> set[tuple]:
-    """The cells whose latest row is ok: a resumed run does not run them again."""
-    return {cell(*results.cell_of(row)) for row in results.latest(rows) if row["status"] == "ok"}
+    """The cells whose latest row is ok and carries its per-image records: a resumed run does not run
+    them again. A row without them (written by an older robench, or edited) is computed again, so
+    that no published number lacks the records it is recomputed from."""
+    return {cell(*results.cell_of(row)) for row in results.latest(rows)
+            if row["status"] == "ok" and has_records(row)}
+
+
+def has_records(row: dict) -> bool:
+    """Whether a row carries a full list of per-image predictions (and eps* for a minimal attack)."""
+    fields = ["clean_pred"] if row.get("attack") == "none" else ["adv_pred"]
+    if row.get("attack_family") == "minimal":
+        fields.append("min_eps")
+    n = row.get("n_attacked")
+    return all(isinstance(row.get(field), list) and len(row[field]) == n for field in fields)
 
 
 def cell(strategy: str, seed: int, attack: str, eps: float) -> tuple:

@@ -141,3 +141,35 @@ def test_median_and_auc_follow_the_records():
         assert low <= value <= high
     survivors = np.full((1, 5), np.inf)
     assert minimal_eps.median_and_auc(survivors, eps_max)["median"][0] == float("inf")
+
+
+def test_every_row_kind_is_recomputed_from_its_records(tmp_path, capsys):
+    """Clean rows, fixed-eps rows and minimal rows of a real CLI run: each number from read_records."""
+    from robench.cli import main
+    from robench.metrics import balanced_accuracy
+    from robench.results import read_frame, read_records
+
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "synthetic", "--subset", "300", "--epochs", "3", "--seeds", "0,1", "--quiet",
+                 "--strategies", "full", "--attacks", "fgsm,minimal", "--eps", "0.002,0.01",
+                 "--out", str(out), "--leaderboard-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rows, records = read_frame(out), read_records(out)
+    assert set(rows["attack"]) == {"none", "fgsm", "minimal"}
+    attacked = rows[rows["attack"] != "none"]
+    assert (attacked["n_clean_correct"] > 0).all() and (attacked["robust_acc"] > 0).any()
+    for row in rows.itertuples(index=False):
+        mine = records[(records["seed"] == row.seed) & (records["attack"] == row.attack) & (records["eps"] == row.eps)]
+        labels, hits = torch.tensor(mine["label"].to_numpy()), torch.tensor((mine["adv_pred"] == mine["label"]).to_numpy())
+        if row.attack == "none":
+            assert row.clean_acc == pytest.approx(hits.float().mean().item())
+            assert row.clean_bacc == pytest.approx(balanced_accuracy(labels, hits), nan_ok=True)
+            continue
+        clean_hits = (mine["clean_pred"] == mine["label"]).to_numpy()
+        assert row.robust_acc == pytest.approx(hits.float().mean().item())
+        assert row.robust_bacc == pytest.approx(balanced_accuracy(labels, hits), nan_ok=True)
+        assert row.n_clean_correct == clean_hits.sum()
+        assert row.acc_on_correct == pytest.approx(hits.sum().item() / clean_hits.sum())
+        if row.attack == "minimal":
+            assert row.robust_acc == pytest.approx((mine["min_eps"] > row.eps).mean())
+            assert (mine.loc[~clean_hits, "min_eps"] == 0).all()

@@ -294,3 +294,34 @@ def test_a_row_that_cannot_be_written_is_one_line_saying_how_to_resume(tmp_path,
         append_row(tmp_path, {"strategy": "b", "seed": 0, "attack": "none", "eps": 0.0, "status": "ok"})
     monkeypatch.undo()
     assert (tmp_path / RESULTS_FILE).read_bytes() == before  # the part written was taken back
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_row_without_its_records_is_computed_again_on_resume(capsys, tmp_path, train_calls, damage):
+    """A row whose per-image records are missing or cut short (an older robench, a hand edit) is not
+    published as done: the same command computes that cell again, from the checkpoint, and the
+    row it writes has full records and the numbers of the original."""
+    out_dir = tmp_path / "run"
+    argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm,minimal", "--eps", "0.01",
+            "--out", str(out_dir), "--leaderboard-dir", str(tmp_path)]
+    assert run_cli(capsys, *argv)[0] == 0
+    rows = read_rows(out_dir)
+    damaged = []
+    for row in rows:
+        if row["attack"] in ("fgsm", "minimal"):
+            field = "adv_pred" if row["attack"] == "fgsm" else "min_eps"
+            if damage == "missing":
+                del row[field]
+            else:
+                row[field] = row[field][:-1]
+            damaged.append(row["attack"])
+    (out_dir / RESULTS_FILE).write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    assert run_cli(capsys, *argv)[0] == 0
+    assert train_calls == ["linear_probe seed 0"]  # the model comes from its checkpoint
+    latest = {row["attack"]: row for row in results.latest(read_rows(out_dir))}
+    for attack in damaged:
+        row = latest[attack]
+        assert len(row["adv_pred"]) == row["n_attacked"] and len(row.get("min_eps", row["adv_pred"])) == row["n_attacked"]
+    original = {row["attack"]: row for row in rows}
+    assert latest["fgsm"]["robust_acc"] == original["fgsm"]["robust_acc"]  # FGSM is deterministic
