@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,3 +81,17 @@ def test_seeds_that_point_opposite_ways_cancel():
     assert uncertainty.compare(a, b)[3] > 0.5
     # the same two seeds agreeing: decisive
     assert uncertainty.compare({0: alive(30), 1: alive(30)}, {0: alive(18), 1: alive(18)})[3] < 1e-4
+
+
+def test_images_needed_matches_the_textbook_two_proportion_formula():
+    from scipy.stats import norm
+
+    from robench.power import images_needed
+
+    p1, p2 = 0.10, 0.20
+    h = 2 * math.asin(math.sqrt(p2)) - 2 * math.asin(math.sqrt(p1))  # Cohen's h
+    expected = math.ceil(2 * ((norm.ppf(0.975) + norm.ppf(0.8)) / h) ** 2)  # var of 2 asin(sqrt p) is 1/n per group
+    assert images_needed(p1, p2) == expected
+    assert images_needed(0.10, 0.12) > images_needed(0.10, 0.20)
+    with pytest.raises(ValueError):
+        images_needed(0.1, 0.1)
