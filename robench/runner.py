@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from robench import checkpoints, compute, data, executors, features, leaderboard, results, resume
-from robench.attack import Attack, exact_arithmetic, flushing_subnormals
+from robench.attack import Attack, MinimalAttack, exact_arithmetic, flushing_subnormals
 from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
 from robench.data.split import stratified_sample
 from robench.defense import NONE, Defense, combined_label
@@ -182,6 +182,12 @@ def plan(config: RunConfig) -> tuple[list[Planned], list[Planned]]:
     attacks = [Planned(spec.label, resolve(registry, "attack", spec)[0]) for spec in config.attacks]
     _refuse_duplicates([p.label for p in strategies], "strategy")
     _refuse_duplicates([p.label for p in attacks], "attack")
+    for attack in attacks:
+        eps_max = getattr(attack.plugin, "eps_max", None)
+        if isinstance(attack.plugin, MinimalAttack) and max(config.eps, default=0) > eps_max:
+            raise RobenchError(f"attack {attack.label} searches eps* up to eps_max={eps_max:g}, below --eps "
+                               f"{max(config.eps):g}: its rows there would count untested images as robust; "
+                               f"raise eps_max (e.g. {attack.plugin.name}:eps_max={max(config.eps):g}) or drop that eps")
     defenses = plan_defenses(registry, config.defenses)
     strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
     if config.reference is not None and config.reference not in [p.label for p in strategies]:

@@ -173,3 +173,16 @@ def test_every_row_kind_is_recomputed_from_its_records(tmp_path, capsys):
         if row.attack == "minimal":
             assert row.robust_acc == pytest.approx((mine["min_eps"] > row.eps).mean())
             assert (mine.loc[~clean_hits, "min_eps"] == 0).all()
+
+
+def test_an_eps_above_eps_max_is_refused_before_training(tmp_path, capsys):
+    from robench.cli import main
+
+    code = main(["run", "--dataset", "synthetic", "--strategies", "full", "--attacks", "minimal:eps_max=0.01",
+                 "--eps", "0.02", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0 and "eps_max=0.01, below --eps 0.02" in err
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+    code = main(["run", "--dataset", "synthetic", "--strategies", "full", "--attacks", "minimal:eps_max=1.5",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "eps_max must be in (0, 1]" in capsys.readouterr().err
