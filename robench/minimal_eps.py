@@ -4,8 +4,9 @@ A minimal attack (robench.attack.MinimalAttack) records, for each attacked image
 radius of the smallest adversarial example it found (0 for an image the model already gets
 wrong, None, read here as inf, where it found none up to eps_max). From them, per strategy:
 
-- **median eps*** over the attacked images (wrong-on-clean images count as 0, as in the
-  all-images protocol; minimum-norm papers report it the same way), mean over seeds;
+- **median eps*** over the attacked images the model got right before the attack (eps* > 0),
+  mean over seeds: how far a typical correct decision is from a flip. Over all images it would
+  be 0 for any model below 50% clean accuracy and rank nothing;
 - **AUC**: the area under the robust-accuracy curve acc(eps) = share of images with eps* > eps,
   from 0 to eps_max, divided by eps_max, i.e. the mean of min(eps*, eps_max) / eps_max;
 - a 95% interval for each: the same two-level bootstrap as every robust accuracy (seeds and
@@ -15,6 +16,7 @@ wrong, None, read here as inf, where it found none up to eps_max). From them, pe
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,13 +52,17 @@ def median_and_auc(matrix: np.ndarray, eps_max: float) -> dict[str, tuple[float,
     images = rng.integers(n_images, size=(REPLICATES, n_images))
     seeds = rng.integers(n_seeds, size=(REPLICATES, n_seeds))
     drawn = capped[:, images]  # (S, B, N)
-    medians = np.median(drawn, axis=2)  # (S, B)
+    correct = np.where(drawn > 0, drawn, np.nan)  # eps* = 0: wrong before the attack
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw without a correct image: NaN, left out
+        medians = np.nanmedian(correct, axis=2)  # (S, B)
+        point_median = np.nanmedian(np.where(capped > 0, capped, np.nan), axis=1).mean()
     aucs = (np.minimum(drawn, eps_max) / eps_max).mean(2)
     out = {}
-    for key, per_seed, point in (("median", medians, np.median(capped, 1).mean()),
+    for key, per_seed, point in (("median", medians, point_median),
                                  ("auc", aucs, (np.minimum(capped, eps_max) / eps_max).mean())):
         replicates = per_seed[seeds.T, np.arange(REPLICATES)].mean(0)
-        low, high = np.quantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        low, high = np.nanquantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
         values = tuple(float(v) for v in (point, low, high))
         out[key] = tuple(math.inf if v > eps_max else v for v in values) if key == "median" else values
     return out
@@ -80,7 +86,7 @@ def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
                 continue
             matrix, eps_max = found
             stats = median_and_auc(matrix, eps_max)
-            lines.append({"strategy": strategy, "median eps* (×255)": _median(stats["median"], eps_max),
+            lines.append({"strategy": strategy, "median eps* of clean-correct images (×255)": _median(stats["median"], eps_max),
                           f"AUC to {255 * eps_max:g}/255 (%)": _pct(stats["auc"]),
                           "not fooled up to eps_max (%)": f"{100 * np.isinf(matrix).mean():.1f}",
                           "seeds × images": f"{matrix.shape[0]} × {matrix.shape[1]}"})
@@ -91,9 +97,9 @@ def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
     return ("## Minimal perturbation\n\nPer image, eps* is the L∞ radius of the smallest adversarial example the "
             "minimal attack found (0 for an image wrong before the attack); the robust accuracy at any eps is the "
             "share of images with eps* > eps, drawn as a curve in the attack's plot. Median eps* (in /255, mean over "
-            "seeds of the per-seed median over the attacked images) and AUC (area under that curve from 0 to "
+            "seeds of the per-seed median over the attacked images the model got right before the attack) and AUC (area under that curve from 0 to "
             "eps_max, over eps_max) with 95% intervals from the two-level bootstrap over seeds and images "
-            "(docs/protocol.md). `> eps_max`: more than half the images survived eps_max.\n\n" + "\n\n".join(parts))
+            "(docs/protocol.md). `>eps_max`: more than half of them survived eps_max.\n\n" + "\n\n".join(parts))
 
 
 def _median(stat: tuple[float, float, float], eps_max: float) -> str:

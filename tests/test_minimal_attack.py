@@ -132,7 +132,7 @@ def test_median_and_auc_follow_the_records():
     eps_max = 0.04
     matrix = np.array([[0.0, 0.01, 0.02, 0.03, np.inf], [0.0, 0.01, 0.01, 0.03, 0.03]])
     stats = minimal_eps.median_and_auc(matrix, eps_max)
-    assert stats["median"][0] == pytest.approx((0.02 + 0.01) / 2)
+    assert stats["median"][0] == pytest.approx((0.025 + 0.02) / 2)  # over eps* > 0: (0.01, 0.02, 0.03, inf), (0.01, 0.01, 0.03, 0.03)
     # AUC: mean of min(eps*, eps_max) / eps_max, the area under acc(eps) = share of eps* > eps
     assert stats["auc"][0] == pytest.approx(np.minimum(matrix, eps_max).mean() / eps_max)
     grid = np.linspace(0, eps_max, 40001)
