@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from robench.metrics import eps_label
+
 DPI = 120
 
 
@@ -57,6 +59,6 @@ def figure(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequ
             if value:
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=6,
                         color="white" if value > top / 2 else "black")
-    fig.suptitle(f"confusion under {attack} at eps {eps:g} ({255 * eps:.3g}/255), counts summed over seeds\n"
+    fig.suptitle(f"confusion under {attack} at eps {eps_label(eps)} ({255 * eps:.3g}/255), counts summed over seeds\n"
                  f"{subject}", fontsize=10)
     return fig

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from robench.metrics import eps_label
 from robench import flags, minimal_eps, per_class, uncertainty
 from robench.worst_case import WORST, with_worst_case
 from robench.defense import NONE, combined_label
@@ -252,7 +253,7 @@ class _Board:
             {
                 "strategy": self.strategies,
                 **{
-                    f"{attack}@{eps:g}": [self.robust_cell(s, protocol.metric, attack, eps) for s in self.strategies]
+                    f"{attack}@{eps_label(eps)}": [self.robust_cell(s, protocol.metric, attack, eps) for s in self.strategies]
                     for attack, eps in self.columns
                 },
             }

@@ -38,3 +38,12 @@ def robust_metrics(labels: torch.Tensor, survived: torch.Tensor, n_clean_correct
         "acc_on_correct": on_correct,
         "attack_success_rate": 1 - on_correct,
     }
+
+
+def eps_label(eps: float) -> str:
+    """eps as a page shows it: ``0.01`` as is, a multiple of 0.5/255 as ``1/255`` or ``0.5/255``,
+    the way the threat model is usually written, where the decimal would be ``0.00392157``."""
+    steps = eps * 255 * 2
+    if eps > 0 and abs(steps - round(steps)) < 1e-4 and len(f"{eps:g}") > 6:
+        return f"{round(steps) / 2:g}/255"
+    return f"{eps:g}"

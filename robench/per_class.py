@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from robench.metrics import eps_label
 from robench.uncertainty import survival_by_seed
 from robench.worst_case import WORST, survived
 
@@ -86,7 +87,7 @@ def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
     for attack, eps in chosen:
         table = recall_table(frame, labels, list(classes), strategies, attack, eps, malignant)
         if table is not None:
-            parts.append(f"Under `{attack}@{eps:g}`:\n\n" + table.to_markdown(index=False, disable_numparse=True))
+            parts.append(f"Under `{attack}@{eps_label(eps)}`:\n\n" + table.to_markdown(index=False, disable_numparse=True))
     if not parts:
         return ""
     return ("## Per-class recall\n\n"

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from robench.metrics import eps_label
 from robench import confusion, minimal_eps
 from robench.leaderboard import (
     CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, WORST, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
@@ -97,7 +98,7 @@ def figure(
 
     eps_values = sorted(points["eps"].unique())
     if len(eps_values) <= 8:
-        ax.set_xticks(eps_values, [f"{eps:g}" for eps in eps_values])
+        ax.set_xticks(eps_values, [eps_label(eps) for eps in eps_values])
     ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda k: k / 255)).set_xlabel("eps × 255")
     ax.set_xlabel("eps (L∞ radius, in [0, 1] pixel units; 0 = clean)")
     ax.set_ylabel(Y_LABELS[protocol_name])

@@ -29,6 +29,7 @@ import pandas as pd
 from scipy.stats import binomtest, combine_pvalues
 from statsmodels.stats.multitest import multipletests
 
+from robench.metrics import eps_label
 from robench.worst_case import survived
 
 REPLICATES = 2000
@@ -145,11 +146,11 @@ def paired_section(comparisons: list[Comparison], strategies: Sequence[str], col
     best = {c.column: c.reference for c in comparisons}
     shown = [column for column in columns if column in best]
     table = pd.DataFrame({"strategy": list(strategies), **{
-        f"{attack}@{eps:g}": [_difference(by_cell.get((s, (attack, eps))), s == best[(attack, eps)]) for s in strategies]
+        f"{attack}@{eps_label(eps)}": [_difference(by_cell.get((s, (attack, eps))), s == best[(attack, eps)]) for s in strategies]
         for attack, eps in shown}})
     significant = [c for c in comparisons if c.significant]
     words = ("Differences a test supports (Holm-adjusted p < 0.05): " + "; ".join(
-        f"{c.strategy} {100 * c.difference:+.1f} points against {c.reference} on {c.column[0]}@{c.column[1]:g} "
+        f"{c.strategy} {100 * c.difference:+.1f} points against {c.reference} on {c.column[0]}@{eps_label(c.column[1])} "
         f"(p = {c.p_holm:.2g})" for c in significant) + ". Every other difference in the table is within what the "
         "attacked images and seeds leave open, and is not reported as a difference."
              if significant else
