@@ -78,7 +78,9 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        return self.p_holm < ALPHA
+        """The paired test rejects (Holm) and the interval, which also resamples the seeds, excludes 0:
+        a difference one training seed makes (the test conditions on the trained models) is not one."""
+        return self.p_holm < ALPHA and (self.low > 0 or self.high < 0)
 
 
 def compare(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> tuple[float, float, float, float]:
@@ -149,20 +151,22 @@ def paired_section(comparisons: list[Comparison], strategies: Sequence[str], col
         f"{attack}@{eps_label(eps)}": [_difference(by_cell.get((s, (attack, eps))), s == best[(attack, eps)]) for s in strategies]
         for attack, eps in shown}})
     significant = [c for c in comparisons if c.significant]
-    words = ("Differences a test supports (Holm-adjusted p < 0.05): " + "; ".join(
+    words = ("Differences a test supports (Holm-adjusted p < 0.05, interval excluding 0): " + "; ".join(
         f"{c.strategy} {100 * c.difference:+.1f} points against {c.reference} on {c.column[0]}@{eps_label(c.column[1])} "
         f"(p = {c.p_holm:.2g})" for c in significant) + ". Every other difference in the table is within what the "
         "attacked images and seeds leave open, and is not reported as a difference."
              if significant else
-             f"No difference in the table is significant at 0.05 after Holm's correction over its {len(comparisons)} "
-             "comparisons: on these attacked images and seeds no strategy is shown to be more robust than another.")
+             f"No difference in the table is both significant at 0.05 after Holm's correction over its {len(comparisons)} "
+             "comparisons and outside its interval's reach of 0: on these attacked images and seeds no strategy is "
+             "shown to be more robust than another.")
     return ("## Paired comparisons\n\n"
             "Each cell: robust accuracy (all attacked images) minus that of the column's best strategy, or of the "
             "reference strategy the page was made with (`best`), "
             "in points, with its 95% bootstrap interval; `*` marks a difference whose paired test (McNemar's exact "
             "test on the images one model kept and the other lost, per seed, combined over seeds by Stouffer's method) "
             f"is significant at 0.05 after Holm's correction over all {len(comparisons)} comparisons of the page "
-            "(docs/protocol.md).\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n\n" + words)
+            "and whose interval, which also resamples the training seeds, excludes 0: the test conditions on the "
+            "trained models, so a gap one seed's model makes is not taken for the strategy's (docs/protocol.md).\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n\n" + words)
 
 
 def _difference(c: Comparison | None, is_best: bool) -> str:
@@ -174,10 +178,11 @@ def _difference(c: Comparison | None, is_best: bool) -> str:
 
 
 def ranks(frame: pd.DataFrame, labels, strategies: Sequence[str], columns: Sequence[tuple[str, float]]) -> dict[str, int]:
-    """Rank with ties: 1 + the number of strategies a paired test shows to be more robust on ``columns``
-    (the headline attack at every eps). Per pair, each seed's survival over all the columns' images
-    is tested with McNemar's exact test and the seeds combined as in :func:`paired_p`; Holm over the
-    pairs. Strategies no test separates share a rank."""
+    """Rank with ties: 1 + the number of strategies shown to be more robust on ``columns`` (the
+    headline attack at every eps). Per pair, each seed's survival over all the columns' images, as
+    in :func:`compare`: McNemar per seed combined over seeds, Holm over the pairs, and the bootstrap
+    interval of the difference excluding 0 (:attr:`Comparison.significant`). Strategies no test
+    separates share a rank."""
     cells = {}
     for strategy in strategies:
         by_column = [survival_by_seed(frame, labels, strategy, attack, eps) for attack, eps in columns]
@@ -186,12 +191,10 @@ def ranks(frame: pd.DataFrame, labels, strategies: Sequence[str], columns: Seque
             cells[strategy] = {seed: np.concatenate([c[seed] for c in by_column]) for seed in sorted(seeds)}
     pairs = [(a, b) for i, a in enumerate(cells) for b in list(cells)[i + 1:]
              if len({len(v) for v in [*cells[a].values(), *cells[b].values()]}) == 1]
-    p = [paired_p([(cells[a][s], cells[b][s]) for s in sorted(set(cells[a]) & set(cells[b]))]) for a, b in pairs]
-    adjusted = multipletests(p, alpha=ALPHA, method="holm")[1] if p else []
+    found = [(a, b, *compare(cells[a], cells[b])) for a, b in pairs]  # (a, b, difference, low, high, p)
+    adjusted = multipletests([f[5] for f in found], alpha=ALPHA, method="holm")[1] if found else []
     better = {s: 0 for s in strategies}
-    for (a, b), p_holm in zip(pairs, adjusted):
-        if p_holm < ALPHA:
-            mean_a = np.mean([v.mean() for v in cells[a].values()])
-            mean_b = np.mean([v.mean() for v in cells[b].values()])
-            better[b if mean_a > mean_b else a] += 1
+    for (a, b, difference, low, high, _), p_holm in zip(found, adjusted):
+        if p_holm < ALPHA and (low > 0 or high < 0):
+            better[b if difference > 0 else a] += 1
     return {s: 1 + better[s] for s in strategies}

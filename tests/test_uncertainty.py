@@ -95,3 +95,17 @@ def test_images_needed_matches_the_textbook_two_proportion_formula():
     assert images_needed(0.10, 0.12) > images_needed(0.10, 0.20)
     with pytest.raises(ValueError):
         images_needed(0.1, 0.1)
+
+
+def test_a_gap_one_training_seed_makes_is_not_reported_as_a_difference():
+    """McNemar conditions on the trained models: seed 0 alone keeping 30 images rejects it, but the
+    interval, which also draws the seeds, reaches 0, so the difference is not significant."""
+    one_seed = {0: np.arange(100) < 30, 1: np.zeros(100, bool), 2: np.zeros(100, bool)}
+    none = {seed: np.zeros(100, bool) for seed in range(3)}
+    difference, low, high, p = uncertainty.compare(one_seed, none)
+    assert p < 1e-6 and low <= 0 < high
+    c = uncertainty.Comparison("a", "b", ("pgd", 0.01), difference, low, high, p, p_holm=p)
+    assert not c.significant
+    every_seed = {seed: np.arange(100) < 30 for seed in range(3)}
+    difference, low, high, p = uncertainty.compare(every_seed, none)
+    assert uncertainty.Comparison("a", "b", ("pgd", 0.01), difference, low, high, p, p_holm=p).significant
