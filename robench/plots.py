@@ -97,10 +97,19 @@ def figure(
                    label=f"majority class always ({100 * majority:.1f}%)")
 
     eps_values = sorted(points["eps"].unique())
+    positive = [eps for eps in eps_values if eps > 0]
+    if positive and positive[-1] / positive[0] >= 8:  # 0.5/255 to 0.02: a linear axis piles the small eps up
+        ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
+        ax.set_xlabel("eps (L∞ radius in [0, 1] pixel units, symlog axis: linear up to the smallest eps)")
+    if continuous and positive:  # beyond the fixed eps, only as far as the curves still move
+        settled = max(_settled(grid, accuracy) for grid, accuracy in continuous.values())
+        ax.set_xlim(-positive[0] / 4, max(positive[-1], settled) * 1.1)
     if len(eps_values) <= 8:
         ax.set_xticks(eps_values, [eps_label(eps) for eps in eps_values])
-    ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda k: k / 255)).set_xlabel("eps × 255")
-    ax.set_xlabel("eps (L∞ radius, in [0, 1] pixel units; 0 = clean)")
+    if ax.get_xscale() == "linear":  # a secondary axis would not follow the symlog scale; the ticks say k/255 then
+        ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda k: k / 255)).set_xlabel("eps × 255")
+    if ax.get_xscale() == "linear":
+        ax.set_xlabel("eps (L∞ radius, in [0, 1] pixel units; 0 = clean)")
     ax.set_ylabel(Y_LABELS[protocol_name])
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
@@ -165,6 +174,12 @@ def _save(fig, file: str, out_dirs) -> None:
         if other.resolve() != first.resolve():
             other.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(first / file, other / file)
+
+
+def _settled(grid: np.ndarray, accuracy: np.ndarray) -> float:
+    """The eps from which a curve stays at its last value."""
+    moving = np.flatnonzero(accuracy != accuracy[-1])
+    return float(grid[min(moving[-1] + 1, len(grid) - 1)]) if len(moving) else float(grid[0])
 
 
 def _minimal_curves(frame: pd.DataFrame, strategies, attack: str, protocol_name: str) -> dict:
