@@ -195,7 +195,22 @@ def write(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     (run_dir / LEADERBOARD_FILE).write_text(text)
+    _write_per_class(run_dir, [Path(leaderboard_dir), run_dir], name)
     return path
+
+
+def _write_per_class(run_dir: Path, out_dirs: Sequence[Path], name: str) -> None:
+    """``<name>-per-class.csv``: per-class recall for every strategy and attack@eps, beside the page."""
+    frame, config = board_frame(run_dir)
+    labels, dataset = attacked_labels(config), config.get("dataset", {})
+    if labels is None or not dataset.get("classes") or frame.empty:
+        return
+    board = _Board(summarise(frame), frame, config)
+    table = per_class.tidy(frame, labels, dataset["classes"], board.strategies, board.columns,
+                           dataset.get("malignant") or ())
+    for folder in dict.fromkeys(Path(d).resolve() for d in out_dirs):
+        table.round({"clean_recall": 4, "robust_recall": 4, "malignant_to_benign": 4}).to_csv(
+            folder / f"{name}-per-class.csv", index=False)
 
 
 def attacked_labels(config: Mapping) -> list[int] | None:

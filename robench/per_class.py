@@ -54,12 +54,22 @@ def recall_table(frame: pd.DataFrame, labels, classes: Sequence[str], strategies
 MISSED = "malignant → benign"
 
 
-def _missed_cancers(frame, labels, classes, malignant, strategy, eps, clean) -> str:
-    """% of the clean-correct malignant images that any attack at ``eps`` turned into a benign answer."""
+def _missed_cancers(frame, labels, classes, malignant, strategy, eps, clean, attack: str = WORST) -> str:
+    """% of the clean-correct malignant images that ``attack`` (the worst case: any attack) at ``eps``
+    turned into a benign answer."""
+    rate = missed_cancer_rate(frame, labels, classes, malignant, strategy, eps, clean, attack)
+    return "—" if np.isnan(rate) else f"{100 * rate:.0f}"
+
+
+def missed_cancer_rate(frame, labels, classes, malignant, strategy, eps, clean, attack: str = WORST) -> float:
+    """The fraction behind :func:`_missed_cancers`, mean over seeds; NaN where no seed has a malignant
+    image correct before the attack."""
     bad = np.isin(labels, [classes.index(c) for c in malignant])
     benign = [i for i, c in enumerate(classes) if c not in malignant]
     rows = frame[(frame["strategy"] == strategy) & (frame["eps"] == eps) & (frame["status"] == "ok")
                  & ~frame["attack"].isin(["none", WORST])]
+    if attack != WORST:
+        rows = rows[rows["attack"] == attack]
     rates = []
     for seed, hits in clean.items():
         preds = [np.asarray(p) for p in rows.loc[rows["seed"] == seed, "adv_pred"] if isinstance(p, list)]
@@ -67,7 +77,32 @@ def _missed_cancers(frame, labels, classes, malignant, strategy, eps, clean) -> 
         if preds and at_risk.any():
             flipped = np.logical_or.reduce([np.isin(p, benign) for p in preds]) & at_risk
             rates.append(flipped.sum() / at_risk.sum())
-    return f"{100 * np.mean(rates):.0f}" if rates else "—"
+    return float(np.mean(rates)) if rates else float("nan")
+
+
+def tidy(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequence[str],
+         columns: Sequence[tuple[str, float]], malignant: Sequence[str] = ()) -> pd.DataFrame:
+    """Every strategy, attack@eps and class: images, clean and robust recall (fractions, mean over
+    seeds) and the attack's malignant-to-benign rate: the CSV written beside a page."""
+    labels = np.asarray(labels)
+    out = []
+    for strategy in strategies:
+        clean = _clean_hits(frame, labels, strategy)
+        for attack, eps in columns:
+            attacked = survival_by_seed(frame, labels, strategy, attack, eps)
+            if not attacked or not clean:
+                continue
+            missed = (missed_cancer_rate(frame, labels, list(classes), malignant, strategy, eps, clean, attack)
+                      if malignant else float("nan"))
+            for i, c in enumerate(classes):
+                mask = labels == i
+                if mask.any():
+                    out.append({"strategy": strategy, "attack": attack, "eps": eps, "class": c, "n_images": int(mask.sum()),
+                                "clean_recall": np.mean([h[mask].mean() for h in clean.values()]),
+                                "robust_recall": np.mean([h[mask].mean() for h in attacked.values()]),
+                                "malignant_to_benign": missed})
+    return pd.DataFrame(out, columns=["strategy", "attack", "eps", "class", "n_images", "clean_recall",
+                                      "robust_recall", "malignant_to_benign"])
 
 
 def _clean_hits(frame: pd.DataFrame, labels: np.ndarray, strategy: str) -> dict[int, np.ndarray]:
@@ -93,7 +128,8 @@ def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
     return ("## Per-class recall\n\n"
             "Each cell: the share of the attacked images of that class the model classified correctly, clean → "
             "after the attack (%, mean over seeds); `n` is the number of attacked images of the class. A model "
-            "whose robust accuracy comes from one class keeps only that column."
+            "whose robust accuracy comes from one class keeps only that column. Every attack@eps, as numbers: the "
+            "page's `-per-class.csv`."
             + (f" `{MISSED}`: of the malignant images ({', '.join(malignant)}) the model got right before the "
                "attacks, the % that some attack at that eps made it call a benign class: a missed cancer."
                if malignant else "") + "\n\n" + "\n\n".join(parts))

@@ -161,3 +161,17 @@ def test_the_confusion_matrix_under_attack_counts_the_records():
     for true, pred in zip(LABELS, row["adv_pred"]):
         assert counts[true, pred] >= 1
     assert confusion.matrix(table, LABELS, 7, "vpt", "missing", 0.01) is None
+
+
+def test_the_per_class_csv_has_every_attack_and_agrees_with_the_page_table():
+    from robench import per_class
+    from robench.worst_case import with_worst_case
+
+    table = with_worst_case(frame(rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})})),
+                            LABELS)
+    columns = [(WORST, 0.01), ("fgsm", 0.01), ("pgd", 0.01)]
+    tidy = per_class.tidy(table, LABELS, ["a", "b", "c"], ["vpt"], columns)
+    assert set(tidy["attack"]) == {WORST, "fgsm", "pgd"} and len(tidy) == 9
+    worst_a = tidy[(tidy["attack"] == WORST) & (tidy["class"] == "a")].iloc[0]
+    # the page's table says "75 → 25" for class a under the worst case (test above)
+    assert (worst_a.n_images, round(100 * worst_a.clean_recall), round(100 * worst_a.robust_recall)) == (4, 75, 25)
