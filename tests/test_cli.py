@@ -45,7 +45,7 @@ def test_synthetic_run_writes_rows_config_and_leaderboard(capsys, tmp_path):
     assert config["command"].startswith("robench run --dataset synthetic")
     assert len(config["split"]["fingerprint"]) == 12
     board = (boards / "t.md").read_text()
-    assert "fgsm@0.01" in board and "pgd(steps=2)@0.00784" in board
+    assert "fgsm@0.01" in board and "pgd(steps=2)@2/255" in board  # eps 2/255 shown as such
     assert "robench_vit_micro" in board and config["split"]["fingerprint"] in board
     assert f"leaderboard: {boards / 't.md'}" in out
 
