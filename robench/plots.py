@@ -25,10 +25,11 @@ from matplotlib.figure import Figure
 
 from robench.metrics import eps_label
 from robench import confusion, minimal_eps
-from robench.leaderboard import (
-    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, WORST, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
-    run_name, summarise,
+from robench.leaderboard import board_frame, run_name
+from robench.summary import (
+    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _ordered, _sentence, model_order, summarise,
 )
+from robench.worst_case import WORST
 
 DPI = 120
 CONFUSION = "confusion"  # the first element of the confusion plot's pair in write_plots' result

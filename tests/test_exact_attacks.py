@@ -18,7 +18,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from robench.attack import attack_loss, exact_arithmetic, flushing_subnormals, gradient
+from robench.attack import attack_loss, flushing_subnormals, gradient
 from robench.defense import defended_loss
 from robench.evaluate import attack_sweep
 from robench.results import read_records

@@ -13,7 +13,7 @@ from PIL import Image
 
 from robench import leaderboard
 from robench.cli import main
-from robench.leaderboard import PROTOCOLS, summarise
+from robench.summary import PROTOCOLS, summarise
 from robench.plots import curves, file_name, write_plots
 from robench.results import append_row, read_frame, write_config
 from tests.test_leaderboard import ATTACKS, CLEAN, FAILED, SEEDS, config, make_run, robust, row
