@@ -88,3 +88,13 @@ def on_device_if_fits(tensors: tuple[torch.Tensor, ...], device: torch.device | 
 def device_bytes(tensors: tuple[torch.Tensor, ...]) -> int:
     """Bytes of ``tensors`` that sit in GPU memory (what on_device_if_fits moved there)."""
     return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RobenchError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise RobenchError(f"unknown device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)

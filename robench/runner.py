@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
-import platform
 import random
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +20,14 @@ import torch
 
 from robench import checkpoints, compute, data, executors, features, leaderboard, results, resume
 from robench.attack import Attack, MinimalAttack, exact_arithmetic, flushing_subnormals
-from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone, file_sha256
-from robench.data.split import stratified_sample
+from robench.backbone import BackboneSpec, Normalized, check_backbone, create_backbone
 from robench.defense import NONE, Defense, combined_label
 from robench.errors import PluginError, RobenchError
 from robench.evaluate import attack_sweep, clean_metrics, predict
 from robench.memory import PeakMemory
 from robench.metrics import accuracy, majority_accuracy
+from robench.prepare import Prepared, _test_arrays, malignant_classes, prepare_data  # noqa: F401  (prepare_data: the API bench/ uses)
+from robench.provenance import describe
 from robench.options import Spec, coerce, resolve
 from robench.progress import say
 from robench.registry import load_registry
@@ -83,20 +81,6 @@ class Planned:
     defense: Planned | None = None
 
 
-@dataclass
-class Prepared:
-    """The data side of a run, decoded once and shared by every cell."""
-
-    images: data.ImageSet
-    split: data.Split
-    test: data.ImageSet | None  # an external test set, or None for the split's test part
-    attacked: np.ndarray | None = None  # indices into the test set that attacks run on; None: all
-
-    def test_ids(self) -> list[str]:
-        """The ids of the test images, in the order of the test arrays."""
-        return self.test.ids if self.test is not None else [self.images.ids[i] for i in self.split.test]
-
-
 def run(config: RunConfig) -> tuple[Path, list[dict]]:
     """Run the whole grid; return the leaderboard path and the failed rows.
 
@@ -104,7 +88,7 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     failed there are run (see robench.resume); two runs never write one ``out`` at once.
     """
     strategies, attacks = plan(config)
-    device = resolve_device(config.device)
+    device = compute.resolve_device(config.device)
     config = settle(config, device)
     executor = executors.choose(config.executor, config.ray_address, config.ray_gpus_per_task)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
@@ -354,22 +338,6 @@ def _for_evaluation(strategy: Planned, adapted, mean, std, device) -> Normalized
     return final
 
 
-def prepare_data(config: RunConfig) -> Prepared:
-    size = config.backbone.image_size
-    images = data.load(config.dataset, data_dir=config.data_dir, image_size=size, subset=config.subset)
-    split = data.split(images, seed=config.split_seed)
-    test = data.load_isic2018_test(config.test_dir, image_size=size) if config.test_set == "isic2018" else None
-    prepared = Prepared(images, split, test)
-    if config.attack_samples is not None and config.attack_samples < len(_test_arrays(prepared)[1]):
-        # from the split alone, so every strategy and seed is attacked on the same images
-        prepared.attacked = stratified_sample(_test_arrays(prepared)[1].numpy(), config.attack_samples, seed=split.seed)
-    return prepared
-
-
-def malignant_classes(prepared: Prepared) -> list[str]:
-    return [c for c in data.HAM10000_MALIGNANT if c in prepared.images.classes]
-
-
 def tell_attacks_the_classes(attacks: list[Planned], prepared: Prepared) -> None:
     """Let attacks that take class names (``pgd:target=nv``) resolve them, before anything trains."""
     for attack in attacks:
@@ -377,75 +345,6 @@ def tell_attacks_the_classes(attacks: list[Planned], prepared: Prepared) -> None
             attack.plugin.for_dataset(list(prepared.images.classes), malignant_classes(prepared))
         except ValueError as exc:
             raise RobenchError(f"attack {attack.label}: {exc}") from None
-
-
-def _test_arrays(prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
-    if prepared.test is not None:
-        return prepared.test.images, prepared.test.labels
-    return prepared.images.images[prepared.split.test], prepared.images.labels[prepared.split.test]
-
-
-def attacked_images(prepared: Prepared) -> dict:
-    """The ids and labels of the attacked test images, in the order of every row's per-image
-    predictions (``clean_pred``, ``adv_pred``): what makes a row's metrics recomputable."""
-    labels, ids = _test_arrays(prepared)[1], prepared.test_ids()
-    order = range(len(labels)) if prepared.attacked is None else [int(i) for i in prepared.attacked]
-    return {"ids": [ids[i] for i in order], "labels": [int(labels[i]) for i in order]}
-
-
-def describe(config: RunConfig, prepared: Prepared, backbone_params: int) -> dict:
-    """The config.json of a run: what a reader needs to trust and re-make its leaderboard."""
-    images, split, test = prepared.images, prepared.split, prepared.test
-    weights = config.backbone.weights
-    return {
-        "robench_version": _version("robench"),
-        "command": config.command,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "name": config.name,
-        "dataset": {"name": images.name, "description": images.description, "n_images": len(images),
-                    "classes": list(images.classes),
-                    "malignant": malignant_classes(prepared)},
-        "split": {
-            "seed": split.seed, "fingerprint": split.fingerprint,
-            "n_train": len(split.train), "n_val": len(split.val),
-            "n_test": len(split.test) if test is None else len(test),
-            "test_set": "lesion-grouped split of the dataset" if test is None else test.description,
-        },
-        "backbone": {
-            "name": config.backbone.name, "weights": config.backbone.describe_weights(),
-            "weights_sha256": file_sha256(weights) if weights else None,
-            "image_size": config.backbone.image_size, "params": backbone_params,
-        },
-        "seeds": config.seeds,
-        "strategies": [s.label for s in config.strategies],
-        "defenses": [d.label for d in config.defenses],
-        "attacks": [a.label for a in config.attacks],
-        "eps": config.eps,
-        "protocol": config.protocol,
-        "reference": config.reference,
-        "format": results.FORMAT,
-        "attack_samples": None if prepared.attacked is None else {
-            "n": len(prepared.attacked), "of": len(_test_arrays(prepared)[1]), "seed": split.seed,
-            "how": "class-stratified subset of the test set, the same for every strategy and seed"},
-        "attacked": attacked_images(prepared),
-        "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}
-        | {"python": platform.python_version()},
-        "device": str(resolve_device(config.device)),
-        "precision": {"train": config.train_precision, "attack": config.attack_precision},
-        "execution": {"executor": config.executor, "ray_address": config.ray_address,
-                      "ray_gpus_per_task": config.ray_gpus_per_task, "channels_last": config.channels_last,
-                      "compile": config.compile},
-    }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RobenchError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise RobenchError(f"unknown device {name!r}: use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def make_out_dir(out: Path) -> None:
@@ -519,8 +418,3 @@ def _refuse_duplicates(labels: list[str], kind: str) -> None:
         raise RobenchError(f"{kind} {sorted(seen)[0]!r} is listed twice: list each once")
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"

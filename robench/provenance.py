@@ -1,0 +1,65 @@
+"""config.json: what a reader needs to trust and re-make a run's leaderboard (the command,
+versions, data, split, weights, precision and the attacked images)."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+from robench import results
+from robench.backbone import file_sha256
+from robench.compute import resolve_device
+from robench.prepare import Prepared, _test_arrays, attacked_images, malignant_classes
+
+
+def describe(config, prepared: Prepared, backbone_params: int) -> dict:
+    """The config.json of a run: what a reader needs to trust and re-make its leaderboard."""
+    images, split, test = prepared.images, prepared.split, prepared.test
+    weights = config.backbone.weights
+    return {
+        "robench_version": _version("robench"),
+        "command": config.command,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "name": config.name,
+        "dataset": {"name": images.name, "description": images.description, "n_images": len(images),
+                    "classes": list(images.classes),
+                    "malignant": malignant_classes(prepared)},
+        "split": {
+            "seed": split.seed, "fingerprint": split.fingerprint,
+            "n_train": len(split.train), "n_val": len(split.val),
+            "n_test": len(split.test) if test is None else len(test),
+            "test_set": "lesion-grouped split of the dataset" if test is None else test.description,
+        },
+        "backbone": {
+            "name": config.backbone.name, "weights": config.backbone.describe_weights(),
+            "weights_sha256": file_sha256(weights) if weights else None,
+            "image_size": config.backbone.image_size, "params": backbone_params,
+        },
+        "seeds": config.seeds,
+        "strategies": [s.label for s in config.strategies],
+        "defenses": [d.label for d in config.defenses],
+        "attacks": [a.label for a in config.attacks],
+        "eps": config.eps,
+        "protocol": config.protocol,
+        "reference": config.reference,
+        "format": results.FORMAT,
+        "attack_samples": None if prepared.attacked is None else {
+            "n": len(prepared.attacked), "of": len(_test_arrays(prepared)[1]), "seed": split.seed,
+            "how": "class-stratified subset of the test set, the same for every strategy and seed"},
+        "attacked": attacked_images(prepared),
+        "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}
+        | {"python": platform.python_version()},
+        "device": str(resolve_device(config.device)),
+        "precision": {"train": config.train_precision, "attack": config.attack_precision},
+        "execution": {"executor": config.executor, "ray_address": config.ray_address,
+                      "ray_gpus_per_task": config.ray_gpus_per_task, "channels_last": config.channels_last,
+                      "compile": config.compile},
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
