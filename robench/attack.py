@@ -31,7 +31,7 @@ class Attack:
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    family: ClassVar[str] = "iterative"  # one of FAMILIES
+    family: ClassVar[str] = "iterative"  # one of FAMILIES; "minimal" and "targeted" attacks are outside them
     black_box: ClassVar[bool] = False  # query-based: beating white-box attacks means masked gradients
     norm: ClassVar[str] = "Linf"
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from robench.attack import FAMILIES
+from robench.metrics import eps_label
 from robench.worst_case import survived
 
 TOLERANCE = 0.005  # half a percentage point of mean robust accuracy
@@ -126,7 +127,7 @@ def _rises_with_eps(cells: pd.DataFrame) -> Iterator[Flag]:
         for eps, mean in means.sort_index().items():
             if lowest is not None and mean > lowest[1] + tolerance:
                 yield Flag("rises-with-eps", strategy,
-                           f"{attack} {_pct(lowest[1])} at eps {lowest[0]:g} -> {_pct(mean)} at eps {eps:g}")
+                           f"{attack} {_pct(lowest[1])} at eps {eps_label(lowest[0])} -> {_pct(mean)} at eps {eps_label(eps)}")
             if lowest is None or mean < lowest[1]:
                 lowest = (eps, mean)
 
@@ -139,7 +140,7 @@ def _family_order(cells: pd.DataFrame) -> Iterator[Flag]:
             if rank[weak] < rank[strong] and strong_mean > weak_mean + tolerance:
                 yield Flag("family-order", strategy,
                            f"{strong} ({FAMILIES[rank[strong]]}) {_pct(strong_mean)} > {weak} "
-                           f"({FAMILIES[rank[weak]]}) {_pct(weak_mean)} at eps {eps:g}")
+                           f"({FAMILIES[rank[weak]]}) {_pct(weak_mean)} at eps {eps_label(eps)}")
 
 
 def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
@@ -164,7 +165,7 @@ def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
                 counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum()) for seed in seeds]
                 if counts and sum(counts) / len(counts) > FEW_IMAGES:
                     yield Flag("weaker-per-image", strategy,
-                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps:g} "
+                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps_label(eps)} "
                                f"(mean over {len(counts)} seed(s))")
 
 
@@ -184,7 +185,7 @@ def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
                           for (attack, seed) in alive if attack == a and (b, seed) in alive]
                 if counts and sum(counts) / len(counts) > FEW_IMAGES:
                     yield Flag("minimal-too-weak", strategy,
-                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps:g} "
+                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps_label(eps)} "
                                f"(mean over {len(counts)} seed(s))")
 
 
@@ -200,7 +201,7 @@ def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:
         for attack, (white, white_mean, black_mean, tolerance) in best.items():
             if black_mean < white_mean - tolerance:
                 yield Flag("black-box-wins", strategy,
-                           f"{attack} {_pct(black_mean)} < {white} {_pct(white_mean)} at eps {eps:g}")
+                           f"{attack} {_pct(black_mean)} < {white} {_pct(white_mean)} at eps {eps_label(eps)}")
 
 
 def _collapse(models: pd.DataFrame, n_classes: int | None) -> Iterator[Flag]:

@@ -70,3 +70,12 @@ def test_cli_refuses_a_target_the_dataset_lacks_before_training(tmp_path, capsys
     assert code == 2
     assert err.strip().count("\n") == 0 and "target class 'zz'" in err
     assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_a_targeted_attack_is_its_own_family_so_untargeted_checks_leave_it_alone():
+    """It aims at chosen classes, so it is expected to leave images correct that an untargeted attack
+    fooled: the family-order and weaker-per-image flags must not compare it with them."""
+    from robench.attack import FAMILIES
+
+    assert PGD(target="nv").family == "targeted" and "targeted" not in FAMILIES
+    assert PGD().family == "iterative"

@@ -61,6 +61,9 @@ class PGD(Attack):
         if target is not None and loss == "dlr":
             raise ValueError("a targeted attack takes loss=ce or loss=margin, not dlr")
         self.target, self.target_classes = target, None
+        if target is not None:
+            # aimed at some classes, not at any wrong one: not compared with untargeted attacks image by image
+            self.family = "targeted"
 
     def for_dataset(self, classes, malignant):
         """Resolve ``target``: one class name, or ``benign``: per image the benign class (one the dataset
