@@ -59,6 +59,7 @@ def figure(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequ
             if value:
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=6,
                         color="white" if value > top / 2 else "black")
-    fig.suptitle(f"confusion under {attack} at eps {eps_label(eps)} ({255 * eps:.3g}/255), counts summed over seeds\n"
+    shown = eps_label(eps) if "/" in eps_label(eps) else f"{eps_label(eps)} ({255 * eps:.3g}/255)"
+    fig.suptitle(f"confusion under {attack} at eps {shown}, counts summed over seeds\n"
                  f"{subject}", fontsize=10)
     return fig
