@@ -44,3 +44,31 @@ def shared_or_skip(*parts: str) -> Path:
 
 def cpu_threads() -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """The micro ViT trained a few epochs on the synthetic set, with its test images in [0, 1].
+
+    A random model's logits are nearly flat, so any attack fools it; a trained one separates
+    attacks that work from attacks that only look like they do.
+    """
+    from robench import data
+    from robench.backbone import MICRO, BackboneSpec, Normalized, create_backbone
+    from robench.strategy import Recipe
+    from robench.train import to_pixels, train
+    from robench_plugins.strategies.full import Full
+
+    images = data.load("synthetic", image_size=32)
+    split = data.split(images, seed=0)
+    torch.manual_seed(0)
+    vit, mean, std = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)
+    model = Normalized(Full().adapt(vit), mean, std)
+    recipe = Recipe(epochs=6, lr=3e-3, batch_size=32, warmup_epochs=1)
+    train(model, Full(), recipe, (images.images[split.train], images.labels[split.train]),
+          (images.images[split.val], images.labels[split.val]), 7, 0, torch.device("cpu"))
+    model.eval().requires_grad_(False)
+    x, y = to_pixels(images.images[split.test]), images.labels[split.test]
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() > 0.7, "the fixture model should have learned"
+    return model, x, y

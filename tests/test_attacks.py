@@ -95,34 +95,6 @@ def test_an_attack_that_leaves_its_eps_ball_is_refused(micro_model):
 # --- on a trained model: stronger attacks are stronger ---------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """The micro ViT trained a few epochs on the synthetic set, with its test images in [0, 1].
-
-    A random model's logits are nearly flat, so any attack fools it; a trained one separates
-    attacks that work from attacks that only look like they do.
-    """
-    from robench import data
-    from robench.backbone import MICRO, BackboneSpec, Normalized, create_backbone
-    from robench.strategy import Recipe
-    from robench.train import to_pixels, train
-    from robench_plugins.strategies.full import Full
-
-    images = data.load("synthetic", image_size=32)
-    split = data.split(images, seed=0)
-    torch.manual_seed(0)
-    vit, mean, std = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)
-    model = Normalized(Full().adapt(vit), mean, std)
-    recipe = Recipe(epochs=6, lr=3e-3, batch_size=32, warmup_epochs=1)
-    train(model, Full(), recipe, (images.images[split.train], images.labels[split.train]),
-          (images.images[split.val], images.labels[split.val]), 7, 0, torch.device("cpu"))
-    model.eval().requires_grad_(False)
-    x, y = to_pixels(images.images[split.test]), images.labels[split.test]
-    with torch.no_grad():
-        assert (model(x).argmax(1) == y).float().mean() > 0.7, "the fixture model should have learned"
-    return model, x, y
-
-
 def _robust(model, adv, labels) -> torch.Tensor:
     with torch.no_grad():
         return model(adv).argmax(1) == labels

@@ -110,7 +110,8 @@ def undefended_robust(synthetic):
     return _robust_after_training(synthetic, None)
 
 
-@pytest.mark.parametrize("defense", [PGDAT(eps=EPS, steps=3), TRADES(eps=EPS, steps=2)], ids=lambda d: d.name)
+@pytest.mark.parametrize("defense", [PGDAT(eps=EPS, steps=3),
+                                     pytest.param(TRADES(eps=EPS, steps=2), marks=pytest.mark.slow)], ids=lambda d: d.name)
 def test_adversarial_training_makes_the_micro_vit_more_robust_under_pgd(synthetic, undefended_robust, defense):
     """Same model, data, recipe and seed, with and without the defense: PGD at the defense's eps
     leaves the undefended model far less accuracy than the defended one. Measured with these settings

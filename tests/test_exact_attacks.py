@@ -27,7 +27,6 @@ from robench.train import to_pixels
 from robench_plugins.attacks.fgsm import FGSM
 from robench_plugins.attacks.pgd import PGD
 from robench_plugins.defenses.pgd_at import PGDAT
-from tests.test_attacks import trained  # noqa: F401  (fixture: a trained micro ViT)
 from tests.test_cli import run_cli
 
 
@@ -61,7 +60,7 @@ class Confident(nn.Module):
 
 
 @pytest.fixture
-def confident(trained):  # noqa: F811
+def confident(trained):
     model, x, _ = trained
     model = Confident(model).eval()
     with torch.no_grad():
@@ -147,7 +146,7 @@ def test_margin_and_dlr_losses_have_their_closed_forms():
         PGD(loss="hinge")
 
 
-def test_pgd_on_cross_entropy_is_bitwise_torchattacks(trained):  # noqa: F811
+def test_pgd_on_cross_entropy_is_bitwise_torchattacks(trained):
     model, x, y = trained
     torch.manual_seed(3)
     ours = PGD(steps=5, loss="ce").perturb(model, x, y, 0.02)

@@ -33,6 +33,7 @@ def by_cell(rows: list[dict]) -> list[str]:
     return [json.dumps({k: v for k, v in row.items() if k not in TIMING}, sort_keys=True) for row in rows]
 
 
+@pytest.mark.slow  # starts a local Ray instance (16 s); the other executor tests stay in the default run
 def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     assert run_cli(capsys, "run", *GRID, "--out", str(tmp_path / "local"), "--leaderboard-dir", str(tmp_path))[0] == 0

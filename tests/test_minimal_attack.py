@@ -12,7 +12,6 @@ from robench.attack import at_eps
 from robench.evaluate import attack_sweep
 from robench_plugins.attacks.minimal import Minimal
 from robench_plugins.attacks.pgd import PGD
-from tests.test_attacks import trained  # noqa: F401  (fixture: a trained micro ViT)
 
 EPS_MAX = 16 / 255
 ROUNDS = 7
@@ -43,11 +42,11 @@ def bisection_pgd(model, x, y, eps_max=EPS_MAX, rounds=ROUNDS):
 
 
 @pytest.fixture(scope="module")
-def correct(trained):  # noqa: F811
+def correct(trained):
     model, x, y = trained
     with torch.no_grad():
         keep = model(x).argmax(1) == y
-    return model, x[keep][:40], y[keep][:40]
+    return model, x[keep][:24], y[keep][:24]
 
 
 def test_minimal_eps_is_not_above_bisection_pgd_beyond_one_step(correct):
@@ -56,12 +55,12 @@ def test_minimal_eps_is_not_above_bisection_pgd_beyond_one_step(correct):
     adversarial, star = Minimal().minimize(model, x, y)
     torch.manual_seed(0)
     reference = bisection_pgd(model, x, y)
-    assert torch.isfinite(reference).sum() >= 20, "the reference should fool most images below eps_max"
+    assert torch.isfinite(reference).sum() >= 12, "the reference should fool most images below eps_max"
     worse = (star > reference * STEP * 1.0001).sum().item()
-    assert worse <= 3, f"eps* above bisection-PGD's by more than one bisection step on {worse} of {len(x)} images"
+    assert worse <= 2, f"eps* above bisection-PGD's by more than one bisection step on {worse} of {len(x)} images"
     # each eps* is the norm of an example that really fools the model
     found = torch.isfinite(star)
-    assert found.sum() >= torch.isfinite(reference).sum() - 3
+    assert found.sum() >= torch.isfinite(reference).sum() - 2
     norms = (adversarial - x).flatten(1).abs().amax(1)
     assert torch.allclose(norms[found], star[found])
     with torch.no_grad():

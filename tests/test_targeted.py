@@ -8,7 +8,6 @@ import torch
 from robench.attack import attack_loss
 from robench.data import HAM10000_CLASSES, HAM10000_MALIGNANT
 from robench_plugins.attacks.pgd import PGD
-from tests.test_attacks import trained  # noqa: F401  (fixture: a trained micro ViT)
 from tests.test_cli import run_cli
 
 
@@ -26,7 +25,7 @@ def targeted(target):
     return attack
 
 
-def test_a_target_class_is_reached_far_more_often_than_by_the_untargeted_attack(trained):  # noqa: F811
+def test_a_target_class_is_reached_far_more_often_than_by_the_untargeted_attack(trained):
     """akiec is a class the untargeted attack rarely ends in on this model (3 of 31 images)."""
     model, x, y = trained
     akiec = HAM10000_CLASSES.index("akiec")
