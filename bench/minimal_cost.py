@@ -24,8 +24,7 @@ import attack_audit  # noqa: E402
 from _timing import interleaved, report  # noqa: E402
 
 from robench import results, runner  # noqa: E402
-from robench.attack import exact_arithmetic  # noqa: E402
-from robench.evaluate import frozen  # noqa: E402
+from robench.attack import exact_arithmetic, frozen  # noqa: E402
 from robench.train import to_pixels  # noqa: E402
 from robench_plugins.attacks.minimal import Minimal  # noqa: E402
 from robench_plugins.attacks.pgd import PGD  # noqa: E402

@@ -95,6 +95,20 @@ def check_perturbation(who: str, norm: str, adversarial: torch.Tensor, clean: to
         raise ValueError(f"{who} exceeded eps={eps} in L-inf")
 
 
+@contextmanager
+def frozen(model: nn.Module):
+    """No parameter requires gradients inside: an attack that calls ``backward()`` (torchattacks'
+    FAB does) cannot accumulate gradients into the model or make it slower."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
 # ---------------------------------------------------------------- exact arithmetic
 
 

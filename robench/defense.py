@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from robench.attack import check_perturbation, exact_arithmetic
+from robench.attack import check_perturbation, exact_arithmetic, frozen
 
 NONE = "none"  # the defense label of an undefended model, in rows and on the command line
 
@@ -57,7 +57,6 @@ def defended_loss(defense: Defense, model: nn.Module, images: torch.Tensor, labe
 
     ``train_mode`` puts the model back the way its strategy trains it (Strategy.train_mode).
     """
-    from robench.evaluate import frozen  # here: robench.evaluate imports robench.train, which imports this
 
     model.eval()
     with frozen(model), exact_arithmetic():  # the examples, like an attack's, in exact arithmetic

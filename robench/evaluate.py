@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from robench.attack import Attack, MinimalAttack, check_perturbation, exact_arithmetic
+from robench.attack import Attack, MinimalAttack, check_perturbation, exact_arithmetic, frozen
 from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.progress import progress
@@ -104,17 +103,3 @@ def _minimize(model, attack: MinimalAttack, x, y, chunk, eps_values, adv_preds) 
     for eps in eps_values:
         adv_preds[eps][chunk] = torch.where(star <= eps, preds, y)
     return star
-
-
-@contextmanager
-def frozen(model: nn.Module):
-    """No parameter requires gradients inside: an attack that calls ``backward()`` (torchattacks'
-    FAB does) cannot accumulate gradients into the model or make it slower."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for parameter in trainable:
-        parameter.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for parameter in trainable:
-            parameter.requires_grad_(True)

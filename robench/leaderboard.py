@@ -22,8 +22,10 @@ from robench import flags, minimal_eps, per_class, uncertainty
 from robench.board import _Board, human_count
 from robench.defense import NONE
 from robench.errors import RobenchError
-from robench.results import CONFIG_FILE, RESULTS_FILE, read_config, read_frame
-from robench.summary import DEFAULT_PROTOCOL, PROTOCOLS, UNKNOWN, _sentence, attacked_labels, summarise
+from robench.results import CONFIG_FILE, RESULTS_FILE, read_frame
+from robench.summary import (
+    DEFAULT_PROTOCOL, PROTOCOLS, UNKNOWN, _config, _sentence, attacked_labels, board_frame, run_name, summarise,
+)
 from robench.worst_case import with_worst_case
 
 LEADERBOARD_FILE = "leaderboard.md"
@@ -141,22 +143,6 @@ def _write_per_class(run_dir: Path, out_dirs: Sequence[Path], name: str) -> None
     for folder in dict.fromkeys(Path(d).resolve() for d in out_dirs):
         table.round({"clean_recall": 4, "robust_recall": 4, "malignant_to_benign": 4}).to_csv(
             folder / f"{name}-per-class.csv", index=False)
-
-
-def board_frame(run_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """A run's rows with its worst-case rows added, and its config: what the page and plots show."""
-    config = _config(Path(run_dir))
-    return with_worst_case(read_frame(Path(run_dir)), attacked_labels(config)), config
-
-
-def run_name(config: Mapping, run_dir: Path) -> str:
-    """The config's name, else the run dir's: old runs may not have written one."""
-    return config.get("name") or Path(run_dir).name
-
-
-def _config(run_dir: Path) -> dict:
-    """The run's config, or an empty one for a run too old to have written it."""
-    return read_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
 
 
 def _header(config: Mapping) -> str:

@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 
 from robench.metrics import eps_label
 from robench import confusion, minimal_eps
-from robench.leaderboard import board_frame, run_name
 from robench.summary import (
-    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _ordered, _sentence, model_order, summarise,
+    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
+    run_name, summarise,
 )
 from robench.worst_case import WORST
 

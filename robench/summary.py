@@ -8,11 +8,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from robench.defense import NONE, combined_label
-from robench.results import CELL_METRICS, MODEL_METRICS
+from robench.results import CELL_METRICS, CONFIG_FILE, MODEL_METRICS, read_config, read_frame
+from robench.worst_case import with_worst_case
 
 UNKNOWN = "unknown"
 
@@ -107,3 +109,19 @@ def _attack_columns(frame: pd.DataFrame, attack_order: Sequence[str]) -> list[tu
         for attack in attacks
         for eps in sorted(attacked.loc[attacked["attack"] == attack, "eps"].unique())
     ]
+
+
+def board_frame(run_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """A run's rows with its worst-case rows added, and its config: what the page and plots show."""
+    config = _config(Path(run_dir))
+    return with_worst_case(read_frame(Path(run_dir)), attacked_labels(config)), config
+
+
+def run_name(config: Mapping, run_dir: Path) -> str:
+    """The config's name, else the run dir's: old runs may not have written one."""
+    return config.get("name") or Path(run_dir).name
+
+
+def _config(run_dir: Path) -> dict:
+    """The run's config, or an empty one for a run too old to have written it."""
+    return read_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
