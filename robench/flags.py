@@ -161,12 +161,8 @@ def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
             for b in attacks:
                 if a == b or rank[b] > rank[a]:
                     continue
-                seeds = [seed for (attack, seed) in alive if attack == a and (b, seed) in alive]
-                counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum()) for seed in seeds]
-                if counts and sum(counts) / len(counts) > FEW_IMAGES:
-                    yield Flag("weaker-per-image", strategy,
-                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps_label(eps)} "
-                               f"(mean over {len(counts)} seed(s))")
+                if found := _kept_what_another_fooled(alive, a, b, eps):
+                    yield Flag("weaker-per-image", strategy, found)
 
 
 def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
@@ -181,12 +177,19 @@ def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
         families = dict(zip(group["attack"], group["attack_family"]))
         for a in [attack for attack, family in families.items() if family == "minimal"]:
             for b in [attack for attack, family in families.items() if family != "minimal"]:
-                counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum())
-                          for (attack, seed) in alive if attack == a and (b, seed) in alive]
-                if counts and sum(counts) / len(counts) > FEW_IMAGES:
-                    yield Flag("minimal-too-weak", strategy,
-                               f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps_label(eps)} "
-                               f"(mean over {len(counts)} seed(s))")
+                if found := _kept_what_another_fooled(alive, a, b, eps):
+                    yield Flag("minimal-too-weak", strategy, found)
+
+
+def _kept_what_another_fooled(alive: dict, a: str, b: str, eps: float) -> str | None:
+    """The flag's detail when attack ``a`` left correct more than FEW_IMAGES images (mean over the seeds
+    both ran) that attack ``b`` fooled; ``alive`` maps (attack, seed) to per-image survival."""
+    counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum()) for (attack, seed) in alive
+              if attack == a and (b, seed) in alive]
+    if not counts or sum(counts) / len(counts) <= FEW_IMAGES:
+        return None
+    return (f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps_label(eps)} "
+            f"(mean over {len(counts)} seed(s))")
 
 
 def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:
