@@ -168,24 +168,23 @@ def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, targets: 
             return -nn.functional.cross_entropy(logits, targets)
         if loss == "dlr":
             raise ValueError("a targeted attack takes loss=ce or loss=margin, not dlr")
-        return -_margin(logits, targets)
+        return -margins(logits, targets).sum()
     if loss == "ce":
         return nn.functional.cross_entropy(logits, labels)
     if loss == "margin":
-        return _margin(logits, labels)
+        return margins(logits, labels).sum()
     if logits.shape[1] < 3:
         raise ValueError(f"loss dlr needs at least 3 classes, the model has {logits.shape[1]}: use loss=margin")
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
     top = logits.sort(1, descending=True).values
-    return (-(true - other) / (top[:, 0] - top[:, 2] + 1e-12)).sum()
+    return (margins(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)).sum()
 
 
-def _margin(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """max_{i != c} z_i - z_c summed over the batch, c one class per image."""
+def margins(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Per image, max_{i != c} z_i - z_c for its class c: positive exactly when the model answers
+    another class than c (the margin loss, and a minimal attack's distance to the boundary)."""
     own = logits.gather(1, classes[:, None]).squeeze(1)
     other = logits.scatter(1, classes[:, None], float("-inf")).amax(1)
-    return (other - own).sum()
+    return other - own
 
 
 def check_loss(loss: str) -> str:

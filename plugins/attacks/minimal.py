@@ -36,7 +36,7 @@ import math
 import torch
 
 import robench
-from robench.attack import MinimalAttack, attack_loss, check_loss
+from robench.attack import MinimalAttack, attack_loss, check_loss, margins
 
 FLOOR = 1024  # the search starts no lower than eps_max / FLOOR
 GROWTH = 2.0  # factor between successive probes while no example is found
@@ -91,12 +91,9 @@ class Minimal(MinimalAttack):
         """Where to start looking, per image: the first-order distance to the decision boundary in
         L-inf, -margin / ||grad margin||_1, kept inside [eps_max / FLOOR, eps_max]."""
         x = images.clone().requires_grad_(True)
-        logits = model(x)
-        margin = attack_loss(logits, labels, "margin")  # summed over images: each image's own gradient
-        (grad,) = torch.autograd.grad(margin, x)
-        true = logits.gather(1, labels[:, None]).squeeze(1)
-        other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
-        guess = (true - other).detach() / grad.flatten(1).abs().sum(1).clamp_min(1e-12)
+        margin = margins(model(x), labels)
+        (grad,) = torch.autograd.grad(margin.sum(), x)  # summed over images: each image's own gradient
+        guess = -margin.detach() / grad.flatten(1).abs().sum(1).clamp_min(1e-12)
         return guess.clamp(self.eps_max / FLOOR, self.eps_max)
 
     def probe(self, model, images, labels, warm, eps):
