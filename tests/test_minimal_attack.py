@@ -1,5 +1,5 @@
 """The minimal-perturbation attack (issue 11): eps* per image, checked against plain bisection with
-robench's PGD, and recorded by the runner so that every eps's row follows from it."""
+a PGD written outside robench, and recorded by the runner so that every eps's row follows from it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from robench.attack import at_eps
 from robench.evaluate import attack_sweep
 from robench_plugins.attacks.minimal import Minimal
-from robench_plugins.attacks.pgd import PGD
+from tests.test_exact_attacks import independent_pgd
 
 EPS_MAX = 16 / 255
 ROUNDS = 7
@@ -20,13 +20,14 @@ STEP = 2 ** (10 / 2**ROUNDS)  # the reference's bisection step: a factor, on a l
 
 def bisection_pgd(model, x, y, eps_max=EPS_MAX, rounds=ROUNDS):
     """The reference: per image, log-bisection on [eps_max / 1024, eps_max] with a fresh PGD-10
-    (random start, margin loss) at each probe; inf where PGD-10 at eps_max does not fool it."""
+    (random start, margin loss) at each probe; inf where PGD-10 at eps_max does not fool it. The PGD
+    is the one written in tests/test_exact_attacks.py, outside robench's code path."""
     star = []
     for image, label in zip(x, y):
         image, label = image[None], label[None]
 
         def fools(eps):
-            adversarial = PGD().perturb(model, image, label, eps)
+            adversarial = independent_pgd(model, image, label, eps, 10, "margin")
             with torch.no_grad():
                 return bool(model(adversarial).argmax(1) != label)
 

@@ -78,3 +78,21 @@ def test_a_targeted_attack_is_its_own_family_so_untargeted_checks_leave_it_alone
 
     assert PGD(target="nv").family == "targeted" and "targeted" not in FAMILIES
     assert PGD().family == "iterative"
+
+
+def test_targeted_pgd_on_ce_equals_torchattacks_targeted_pgd(trained):
+    """An implementation outside robench's code path: torchattacks' PGD in targeted mode, seeded alike."""
+    import torchattacks
+
+    model, x, y = trained
+    x, y = x[:16], y[:16]
+    nv = HAM10000_CLASSES.index("nv")
+    torch.manual_seed(0)
+    ours = PGD(target="nv", loss="ce")
+    ours.for_dataset(list(HAM10000_CLASSES), list(HAM10000_MALIGNANT))
+    mine = ours.perturb(model, x, y, 0.03)
+    reference = torchattacks.PGD(model, eps=0.03, alpha=2.5 * 0.03 / 10, steps=10)
+    reference.set_mode_targeted_by_function(lambda images, labels: torch.full_like(labels, nv))
+    torch.manual_seed(0)
+    theirs = reference(x, y)
+    assert torch.equal(mine, theirs)
