@@ -40,7 +40,7 @@ def setup_threads() -> None:
 def attack_setup(n: int, size: int, batch: int):
     """A frozen, eval-mode ViT-Ti/16 (random init: weights do not change the cost), n random uint8
     images, and the model's own predictions as labels, so that every image is attacked."""
-    from robench.backbone import BackboneSpec, Normalized, create_backbone
+    from robench.models import BackboneSpec, Normalized, create_backbone
     from robench.evaluate import predict
 
     torch.manual_seed(0)

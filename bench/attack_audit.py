@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from robench import results, runner  # noqa: E402
-from robench.backbone import BackboneSpec  # noqa: E402
+from robench.attack import CLEAN  # noqa: E402
+from robench.models import BackboneSpec  # noqa: E402
 from robench.options import parse_specs  # noqa: E402
 from robench.train import to_pixels  # noqa: E402
 from tests.test_exact_attacks import independent_fgsm, independent_pgd, replay_sweep  # noqa: E402
@@ -81,20 +82,20 @@ def main() -> None:
     runner.run(CONFIG)
     rows = pd.DataFrame(results.latest(results.read_rows(OUT)))
     config = results.read_config(OUT)
-    attacked = rows[rows["attack"] != "none"]
+    attacked = rows[rows["attack"] != CLEAN]
     table = attacked.pivot_table(index=["strategy", "eps"], columns="attack", values="robust_acc") * 100
     print("Robust accuracy (%) over the 120 attacked images, seed 0:\n")
     print(table.round(2).to_markdown())
 
-    strategies, _ = runner.plan(CONFIG)
+    strategies = runner.plan(CONFIG).strategies
     prepared = runner.prepare_data(CONFIG)
     test_images = prepared.images.images[prepared.split.test][torch.as_tensor(prepared.attacked)]
     x, labels = to_pixels(test_images), torch.tensor(config["attacked"]["labels"])
     print("\nImages whose prediction after the attack differs from robench's row (of 120 per eps):\n")
     lines = []
     for strategy in strategies:
-        model, _ = runner.train_model(CONFIG, strategy, SEED, prepared, torch.device("cpu"), 7)  # from its checkpoint
-        clean = torch.tensor(rows[(rows["strategy"] == strategy.label) & (rows["attack"] == "none")]["clean_pred"].iloc[0])
+        model, _ = runner.train_model(CONFIG, strategy, SEED, prepared, torch.device("cpu"))  # from its checkpoint
+        clean = torch.tensor(rows[(rows["strategy"] == strategy.label) & (rows["attack"] == CLEAN)]["clean_pred"].iloc[0])
         for attack in ("fgsm", "pgd(loss=ce)", "pgd"):
             ours = {r.eps: torch.tensor(r.adv_pred) for r in attacked[(attacked["strategy"] == strategy.label)
                                                                       & (attacked["attack"] == attack)].itertuples()}

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from _timing import report, timed
-from robench.backbone import BackboneSpec, Normalized, create_backbone
+from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.train import to_pixels
 
 N, SIZE, BATCH = 2000, 224, 32

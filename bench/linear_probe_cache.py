@@ -19,7 +19,7 @@ import torch
 
 from _timing import report, timed
 from robench import features
-from robench.backbone import BackboneSpec, Normalized, create_backbone
+from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.train import train
 from robench_plugins.strategies.linear_probe import LinearProbe
 

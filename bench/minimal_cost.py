@@ -37,12 +37,12 @@ def main() -> None:
     config = attack_audit.CONFIG
     runner.run(config)
     prepared = runner.prepare_data(config)
-    strategies, _ = runner.plan(config)
+    strategies = runner.plan(config).strategies
     x = to_pixels(prepared.images.images[prepared.split.test][torch.as_tensor(prepared.attacked)])
     labels = torch.tensor(results.read_config(config.out)["attacked"]["labels"])
     ratios = []
     for strategy in strategies:
-        model, _ = runner.train_model(config, strategy, attack_audit.SEED, prepared, torch.device("cpu"), 7)
+        model, _ = runner.train_model(config, strategy, attack_audit.SEED, prepared, torch.device("cpu"))
         with exact_arithmetic(), frozen(model):
             with torch.no_grad():
                 keep = model(x).argmax(1) == labels

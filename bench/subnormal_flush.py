@@ -18,6 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from robench.attack import CLEAN
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RUN = """
 import sys, torch
@@ -36,7 +39,7 @@ def train(mode: str, folder: Path) -> tuple[float, float]:
     out = folder / mode
     data, weights = SHARED / "data" / "ham10000", SHARED / "weights" / "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors"
     subprocess.run([sys.executable, "-c", RUN, mode, str(data), str(weights), str(out)], check=True)
-    row = next(r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines()) if r["attack"] == "none")
+    row = next(r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines()) if r["attack"] == CLEAN)
     return row["train_seconds"], row["clean_acc"]
 
 

@@ -16,7 +16,7 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 
 from _timing import interleaved, report
-from robench.backbone import BackboneSpec, Normalized, create_backbone
+from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.train import lr_lambda, to_pixels, train
 from robench_plugins.strategies.full import Full
 

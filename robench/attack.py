@@ -1,10 +1,15 @@
 """What an attack is: a function from (model, images, labels, eps) to adversarial images.
 
 Contract every attack plugin honours (robench relies on it for correct numbers):
+- It declares its ``family`` and ``norm`` (no defaults: :func:`check_attack_class` refuses a class
+  without them, since a guessed one would compare it with the wrong attacks and check it in the
+  wrong ball).
 - ``model`` is in eval mode, takes images in [0, 1] (normalization is inside it) and returns logits;
   its parameters do not require gradients.
-- ``images`` are in [0, 1]; the result stays in [0, 1] and within ``eps`` of them in the attack's norm.
-- eps is in [0, 1] pixel units (0.01 is about 2.55/255).
+- ``images`` are in [0, 1]; the result stays in [0, 1] and, per image, within ``eps`` of them in
+  the attack's norm.
+- eps is in [0, 1] pixel units (0.01 is about 2.55/255); an L2 eps is the Euclidean length of the
+  whole image's perturbation in those units.
 - It runs in exact arithmetic: robench calls it inside :func:`exact_arithmetic`, whatever
   speeds training up (flushing subnormal floats, bf16 autocast) is off there.
 
@@ -21,19 +26,34 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from robench.attack_steps import (  # noqa: F401  (public here: what attack and defense plugins share)
+    LOSSES, NORMS, attack_loss, check_loss, gradient, margins, pgd_steps, project)
+from robench.errors import PluginError
+
+# The attack label of a model's clean row, in results and on pages: the one definition of it.
+CLEAN = "none"
 # How strong an attack family is expected to be; used to flag suspicious results: a stronger
 # family that does worse than a weaker one at the same eps points at a weak or masked attack.
 FAMILIES = ("single-step", "iterative", "ensemble")
+TARGETED = "targeted"  # aimed at chosen classes: may keep images an untargeted attack fooled
+MINIMAL = "minimal"  # a MinimalAttack's: searches each image's smallest eps, compared by its own flag
+LEGACY_NORM = "Linf"  # the norm of rows written before robench recorded one: the only one it had
 
 
 class Attack:
-    """An adversarial attack. Subclasses set ``name``, ``family`` and implement ``perturb``."""
+    """An adversarial attack. Subclasses set ``name``, ``family`` and ``norm`` and implement ``perturb``."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    family: ClassVar[str] = "iterative"  # one of FAMILIES; "minimal" and "targeted" attacks are outside them
+    family: ClassVar[str]  # one of FAMILIES, or TARGETED; no default (see check_attack_class)
     black_box: ClassVar[bool] = False  # query-based: beating white-box attacks means masked gradients
-    norm: ClassVar[str] = "Linf"
+    norm: ClassVar[str]  # one of NORMS: the ball eps is a radius of; no default
+
+    def __new__(cls, *args, **kwargs):
+        # Refused when made, whoever makes it (the runner's plan, a notebook, a test), before any
+        # model trains; the registry checks the class again when a plugin registers it.
+        check_attack_class(cls)
+        return super().__new__(cls)
 
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         raise NotImplementedError
@@ -59,12 +79,12 @@ class MinimalAttack(Attack):
     leaderboard draws the whole curve. Subclasses set ``eps_max`` and implement ``minimize``.
     """
 
-    family = "minimal"  # outside FAMILIES: compared with fixed-eps attacks by its own flag
+    family = MINIMAL  # fixed by this contract, not a default: the runner treats the class by it
     eps_max: float
 
     def minimize(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(adversarial images, eps*): eps* is the L-inf norm of each image's adversarial example,
-        ``inf`` where none was found up to ``eps_max`` (that image's entry is then ignored)."""
+        """(adversarial images, eps*): eps* is the size of each image's adversarial example in the
+        attack's ``norm``, ``inf`` where none was found up to ``eps_max`` (that entry is then ignored)."""
         raise NotImplementedError
 
     def perturb(self, model, images, labels, eps):
@@ -81,8 +101,55 @@ def at_eps(images: torch.Tensor, adversarial: torch.Tensor, star: torch.Tensor, 
     return torch.where((star <= eps).view(-1, *[1] * (images.dim() - 1)), adversarial, images)
 
 
+def check_attack_class(cls: type) -> type:
+    """``cls`` if it declares a valid ``family`` and ``norm``, else a PluginError in one line naming
+    the attack and the valid values.
+
+    Declared means set by the class or a parent of its own, not inherited from Attack: a default
+    would silently make a forgotten family "iterative" and a forgotten norm "Linf", so an L2
+    attack would be checked in the L-inf ball, flagged against L-inf attacks and combined with
+    them in the worst case. A MinimalAttack's family is ``minimal`` by its contract.
+    """
+    own = [k for k in cls.__mro__ if k not in (Attack, MinimalAttack, object)]
+    minimal = issubclass(cls, MinimalAttack)
+    families = (MINIMAL,) if minimal else (*FAMILIES, TARGETED)
+    problems = []
+    for attribute, valid in (("family", families), ("norm", NORMS)):
+        value = getattr(cls, attribute, None)
+        if not (minimal and attribute == "family") and not any(attribute in vars(k) for k in own):
+            problems.append(f"no {attribute}")
+        elif value not in valid:
+            problems.append(f"{attribute} {value!r}")
+    if problems:
+        name = getattr(cls, "name", None) or cls.__qualname__
+        note = "" if minimal else " (a minimal attack subclasses MinimalAttack instead)"
+        raise PluginError(f"attack {name!r} ({cls.__module__}.{cls.__qualname__}) declares {' and '.join(problems)}: "
+                          f"set family to one of {', '.join(families)}{note} and norm to one of {', '.join(NORMS)} "
+                          "in its class")
+    return cls
+
+
+def perturbation_size(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Each image's perturbation size in ``norm``: the largest pixel change (Linf) or the Euclidean
+    length of the whole change (L2, summed in float64 so that rounding does not decide a check)."""
+    flat = delta.flatten(1)
+    if norm == "Linf":
+        return flat.abs().amax(1)
+    if norm == "L2":
+        return flat.double().norm(dim=1)
+    raise ValueError(f"unknown norm {norm!r}: robench checks {', '.join(NORMS)}")
+
+
+def slack(eps, norm: str):
+    """How far past ``eps`` a perturbation may measure and still count as inside: float32 rounding of
+    the projection (1e-6 in L-inf, as always; in L2 also 1e-5 of eps, for the rounding of the scale
+    eps / ||delta|| that brings a long perturbation back onto the ball)."""
+    return 1e-6 if norm == "Linf" else 1e-6 + 1e-5 * eps
+
+
 def check_perturbation(who: str, norm: str, adversarial: torch.Tensor, clean: torch.Tensor, eps: float) -> None:
-    """Refuse images that break the threat model ``who`` (an attack or a defense) declares.
+    """Refuse images that break the threat model ``who`` (an attack or a defense) declares: each
+    image must lie within ``eps`` of its clean one in ``norm``.
 
     Shared by evaluation, which would otherwise publish numbers from a broken attack, and by
     adversarial training, which would otherwise train on examples outside the eps-ball.
@@ -91,8 +158,9 @@ def check_perturbation(who: str, norm: str, adversarial: torch.Tensor, clean: to
         raise ValueError(f"{who} returned shape {tuple(adversarial.shape)} for input {tuple(clean.shape)}")
     if adversarial.min() < 0 or adversarial.max() > 1:
         raise ValueError(f"{who} left the [0, 1] pixel range")
-    if norm == "Linf" and (adversarial - clean).abs().max() > eps + 1e-6:
-        raise ValueError(f"{who} exceeded eps={eps} in L-inf")
+    sizes = perturbation_size(adversarial - clean, norm)
+    if len(sizes) and sizes.max() > eps + slack(eps, norm):
+        raise ValueError(f"{who} exceeded eps={eps} in {norm} (an image at {sizes.max().item():.6g})")
 
 
 @contextmanager
@@ -139,74 +207,3 @@ def exact_arithmetic():
             yield
     finally:
         torch.set_flush_denormal(flushed)
-
-
-# ---------------------------------------------------------------- losses an attack maximises
-
-LOSSES = ("ce", "margin", "dlr")
-
-
-def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, targets: torch.Tensor | None = None) -> torch.Tensor:
-    """The scalar an attack ascends: ``ce``, ``margin`` or ``dlr``; towards ``targets`` if given.
-
-    - ``ce``: mean cross-entropy, as torchattacks, ART and foolbox define FGSM and PGD. It
-      saturates: once the model is confident, softmax leaves gradients of 1e-30 and below, whose
-      sign is noise or (flushed) zero (Carlini et al. 2019, arXiv 1902.06705).
-    - ``margin``: the Carlini-Wagner logit margin, max_{i != y} z_i - z_y, summed over the batch.
-      Logit differences do not saturate; it is positive exactly when the image is fooled.
-    - ``dlr``: Croce & Hein's (ICML 2020) difference of logits ratio,
-      -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3), the margin made invariant to the logits'
-      scale; it needs at least 3 classes.
-
-    Targeted (``targets``, one class per image): ``ce`` is minus the cross-entropy to the target,
-    ``margin`` is z_t - max_{i != t} z_i (Carlini & Wagner's targeted loss), positive exactly when
-    the model answers the target; ``dlr`` has no targeted form here.
-    """
-    check_loss(loss)
-    if targets is not None:
-        if loss == "ce":
-            return -nn.functional.cross_entropy(logits, targets)
-        if loss == "dlr":
-            raise ValueError("a targeted attack takes loss=ce or loss=margin, not dlr")
-        return -margins(logits, targets).sum()
-    if loss == "ce":
-        return nn.functional.cross_entropy(logits, labels)
-    if loss == "margin":
-        return margins(logits, labels).sum()
-    if logits.shape[1] < 3:
-        raise ValueError(f"loss dlr needs at least 3 classes, the model has {logits.shape[1]}: use loss=margin")
-    top = logits.sort(1, descending=True).values
-    return (margins(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)).sum()
-
-
-def margins(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Per image, max_{i != c} z_i - z_c for its class c: positive exactly when the model answers
-    another class than c (the margin loss, and a minimal attack's distance to the boundary)."""
-    own = logits.gather(1, classes[:, None]).squeeze(1)
-    other = logits.scatter(1, classes[:, None], float("-inf")).amax(1)
-    return other - own
-
-
-def check_loss(loss: str) -> str:
-    """``loss`` if it is a known one, else a ValueError naming the choices (for plugin options)."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    return loss
-
-
-def gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str = "ce",
-             targets: torch.Tensor | None = None) -> torch.Tensor:
-    """grad_x of :func:`attack_loss` at ``images``: the direction every L-inf attack here steps along."""
-    images = images.clone().detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(attack_loss(model(images), labels, loss, targets), images)
-    return grad
-
-
-def project(images: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
-    """Clip ``images`` into the L-inf ball of radius ``eps`` around ``clean`` and into [0, 1].
-
-    Computed as torchattacks does (clip the difference, add it back), so that robench's PGD and
-    torchattacks' give bitwise equal images.
-    """
-    delta = torch.clamp(images - clean, min=-eps, max=eps)
-    return torch.clamp(clean + delta, min=0, max=1).detach()

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 import pandas as pd
 
 from robench import uncertainty
+from robench.attack import CLEAN
 from robench.metrics import eps_label
 from robench.summary import (
-    CLEAN, MISSING_CELL, UNKNOWN, Protocol, _attack_columns, _ordered, attacked_labels, model_order,
+    MISSING_CELL, UNKNOWN, Protocol, _attack_columns, _ordered, attacked_labels, model_order,
 )
-from robench.worst_case import WORST
+from robench.worst_case import WORST, WORST_LABELS
 
 class _Board:
     """The summary of one run, looked up by cell and formatted as table cells."""
@@ -23,7 +24,7 @@ class _Board:
             for row in summary.itertuples(index=False)
         }
         self.strategies = ranked(_ordered(frame["strategy"].dropna(), model_order(config)), summary)
-        self.columns = _attack_columns(frame, [WORST, *(config.get("attacks") or ())])
+        self.columns = _attack_columns(frame, [*WORST_LABELS, *(config.get("attacks") or ())])
         seeds = config.get("seeds")
         self.expected_n = len(seeds) if seeds else int(summary["n"].max()) if len(summary) else 1
         self.config = config
@@ -99,15 +100,17 @@ class _Board:
         return f"Denominator: {protocol.denominator.format(n_test=self._n_test())}."
 
     def legend(self, protocol: Protocol) -> str:
+        worst = [label for label in WORST_LABELS if any(attack == label for attack, _ in self.columns)]
         return (
             f"Accuracies in %, mean ± sample std over the run's {self.expected_n} seed(s); "
             + ("robust accuracies over all attacked images as mean [95% interval] over seeds and images "
                "(a two-level bootstrap, docs/protocol.md); " if self.labels is not None else "") +
             f"`(n=k)` marks a cell with only k of them. Attack columns (`attack@eps`, eps in [0, 1] "
             f"pixel units): {protocol.title}. {self.denominator(protocol)} "
-            + (f"`{WORST}@eps`: an image counts as robust only if it survives every attack run at that eps "
-               f"(per image, not the minimum of the columns); rows are ranked by it, averaged over eps. "
-               if any(attack == WORST for attack, _ in self.columns) else "")
+            + (f"{' and '.join(f'`{label}@eps`' for label in worst)}: an image counts as robust only if it survives "
+               "every attack of that norm run at that eps (per image, not the minimum of the columns; L-inf unless "
+               "the label names another norm, and two norms are never combined, their eps being radii of different "
+               f"balls); rows are ranked by `{worst[0]}`, averaged over eps. " if worst else "")
             + ("`rank`: 1 + the number of strategies a paired test (McNemar, per seed, combined over seeds, Holm over "
                "all pairs, and its interval excluding 0) shows to be more robust under the first attack column's attack "
                "at every eps; `=` marks "
@@ -135,9 +138,11 @@ class _Board:
 
 def ranked(strategies: list[str], summary: pd.DataFrame) -> list[str]:
     """Best first by the headline number: worst-case robust accuracy over all attacked images,
-    averaged over the run's eps (each eps's mean over seeds); models without it keep their order
+    averaged over the run's eps (each eps's mean over seeds), the L-inf worst case where there is
+    one, else the first norm's (never a mean over norms); models without it keep their order
     after the others. Ties keep the command's order."""
-    worst = summary[(summary["attack"] == WORST) & (summary["metric"] == "robust_acc")]
+    present = [label for label in WORST_LABELS if (summary["attack"] == label).any()]
+    worst = summary[(summary["attack"] == (present[0] if present else WORST)) & (summary["metric"] == "robust_acc")]
     score = worst.groupby("strategy")["mean"].mean().to_dict()
     return sorted(strategies, key=lambda s: -score[s] if s in score else float("inf"))
 

@@ -8,8 +8,8 @@ stored in the file's metadata, so rows of a model loaded from disk are as comple
 a model just trained.
 
 Files live in ``<out>/checkpoints/``, named by a hash of everything the trained weights depend
-on (strategy, options and recipe, the defense it trained under, backbone and its weights' sha256, the data of the split,
-image size, seed). They stay with the results they produced: a run never picks up weights
+on (robench.fingerprint.model_key: strategy, options and recipe, the defense it trained under,
+backbone and its weights' sha256, the data of the split, image size, seed, plugin versions). They stay with the results they produced: a run never picks up weights
 from another run's folder, and deleting a run deletes its weights. Loading uses safetensors,
 which never unpickles; a file that does not fit the model is ignored and the model retrained.
 """
@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 
@@ -29,40 +28,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from robench.backbone import file_sha256
+from robench.models import file_sha256
 from robench.progress import say
 
 FOLDER = "checkpoints"
 FORMAT = "1"  # bump when what a checkpoint holds changes
-
-
-def key(config, strategy, seed: int, prepared) -> dict:
-    """Everything the trained weights of one model depend on, as plain JSON values.
-
-    A defended model's label already names its defense (``full + pgd_at(eps=0.01)``); its key also
-    names the defense's class. An undefended model's key has no defense field, so checkpoints
-    written before defenses existed still fit.
-    """
-    backbone = config.backbone
-    images, split = prepared.images, prepared.split
-    weights = backbone.weights
-    defense = strategy.defense
-    return {
-        "format": FORMAT,
-        "strategy": strategy.label,
-        "plugin": f"{type(strategy.plugin).__module__}.{type(strategy.plugin).__qualname__}",
-        "recipe": asdict(strategy.recipe),
-        "backbone": backbone.name,
-        "weights": weights_sha256(Path(weights)) if weights else backbone.describe_weights(),
-        "image_size": backbone.image_size,
-        "dataset": images.name,
-        "split_fingerprint": split.fingerprint,
-        "train_data": _ids_digest(images, split.train),
-        "val_data": _ids_digest(images, split.val),
-        "seed": seed,
-    } | ({"defense": defense.label, "defense_plugin": f"{type(defense.plugin).__module__}.{type(defense.plugin).__qualname__}",
-          "defense_examples": "exact"}  # made in exact arithmetic since issue 10, not under the subnormal flush
-         if defense is not None else {})
 
 
 def path_for(out: Path, key_fields: dict) -> Path:
@@ -159,12 +129,6 @@ def _mismatch(metadata: dict, tensors: dict, expected: dict, key_fields: dict) -
         if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
             return f"{name} has shape {tuple(tensor.shape)} {tensor.dtype}, the model {tuple(expected[name].shape)} {expected[name].dtype}"
     return None
-
-
-def _ids_digest(images, indices) -> str:
-    """Short hash of the image ids and labels a model trains (or selects) on, in order."""
-    text = "\n".join(f"{images.ids[i]}\t{int(images.labels[i])}" for i in indices)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def weights_sha256(path: Path) -> str:

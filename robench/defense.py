@@ -9,7 +9,7 @@ Contract, enforced by :func:`defended_loss`, which the training loop calls once 
 - ``perturb`` sees the model being trained, in eval mode (dropout and VPT prompt dropout off, so
   they do not randomise the attack) with no parameter requiring gradients, taking images in
   [0, 1] (normalization is inside it), as an attack does (robench.attack). It returns the
-  images to train on, in [0, 1] and within ``eps`` of the batch in L-inf.
+  images to train on, in [0, 1] and, per image, within ``eps`` of the batch in its ``norm``.
 - ``loss`` then runs with the model back in the strategy's train mode and returns the loss that
   is minimised: by default the training criterion on the adversarial images (Madry et al.);
   TRADES-like defenses combine clean and adversarial outputs.

@@ -13,7 +13,9 @@ import time
 import torch
 from torch import nn
 
-from robench.attack import Attack, MinimalAttack, check_perturbation, exact_arithmetic, frozen
+from robench.attack import (
+    Attack, MinimalAttack, check_perturbation, exact_arithmetic, frozen, perturbation_size, slack,
+)
 from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.progress import progress
@@ -97,8 +99,8 @@ def _minimize(model, attack: MinimalAttack, x, y, chunk, eps_values, adv_preds) 
         preds = model(adversarial).argmax(1).cpu()
     star, y = star.float().cpu(), y.cpu()
     found = torch.isfinite(star)
-    norms = (adversarial - x).flatten(1).abs().amax(1).cpu()
-    if (preds[found] == y[found]).any() or (norms[found] > star[found] + 1e-6).any():
+    sizes = perturbation_size(adversarial - x, attack.norm).cpu()  # eps* is a radius in the attack's own norm
+    if (preds[found] == y[found]).any() or (sizes[found] > star[found] + slack(star[found], attack.norm)).any():
         raise ValueError(f"attack {attack.name} reported an eps* whose example does not fool the model or is larger than eps*")
     for eps in eps_values:
         adv_preds[eps][chunk] = torch.where(star <= eps, preds, y)

@@ -11,6 +11,9 @@ the attacks' own randomness (random starts, random search), and an iterative att
 borderline image or two to a single-step one because it maximises the loss, not the error. So a
 comparison fires only past TOLERANCE or one attacked image, whichever is larger: the seed study's
 rise of 3.4 points (VPT p=50, FGSM from eps 0.01 to 0.02) clears it by far.
+
+Attacks are compared only with attacks of the same norm (robench.attack.NORMS): an L2 and an
+L-inf attack at "eps 0.5" attack different balls, and either may rightly leave more images correct.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from robench.attack import FAMILIES
+from robench.attack import CLEAN, FAMILIES, MINIMAL
 from robench.metrics import eps_label
+from robench.results import attack_norms
 from robench.worst_case import survived
 
 TOLERANCE = 0.005  # half a percentage point of mean robust accuracy
 FEW_IMAGES = 2  # per-image check: more images than this left correct that another attack fooled
 NEAR_CHANCE = 0.05  # balanced accuracy within 5 points of 1 / n_classes
-CLEAN = "none"  # the attack label of a model's clean row
+SAME_NORM = ["strategy", "eps", "norm_"]  # the groups attacks are compared within
 
 # flag -> what it means, in the order they are listed
 CHECKS = {
@@ -36,15 +40,16 @@ CHECKS = {
     "rises-with-eps": "robust accuracy rises with eps: the attack is weak or masked at the larger eps, "
     "so trust none of that curve's numbers (they are upper bounds at best)",
     "family-order": "an attack of a stronger family (single-step < iterative < ensemble) is weaker than "
-    "one of a weaker family at the same eps: the stronger attack is misconfigured or the gradients are masked",
+    "one of a weaker family at the same eps in the same norm: the stronger attack is misconfigured or the "
+    "gradients are masked",
     "weaker-per-image": "an attack left more than a few images correct that another attack of the same or a "
-    "weaker family fooled at the same eps on the same model (per image, e.g. PGD on cross-entropy against PGD "
-    "on the margin): its column overstates robustness; the worst-case column does not",
+    "weaker family fooled at the same eps in the same norm on the same model (per image, e.g. PGD on "
+    "cross-entropy against PGD on the margin): its column overstates robustness; the worst-case column does not",
     "minimal-too-weak": "the minimal attack's curve says more than a few images survive an eps at which a "
-    "fixed-eps attack fooled them: its eps* are too large there, and its curve and median overstate robustness "
-    "(the reverse, a fixed-eps attack missing what the minimal one found, is expected and not flagged)",
+    "fixed-eps attack of its norm fooled them: its eps* are too large there, and its curve and median overstate "
+    "robustness (the reverse, a fixed-eps attack missing what the minimal one found, is expected and not flagged)",
     "black-box-wins": "a black-box attack, which never reads gradients, beats every white-box attack at the "
-    "same eps: the mark of gradient masking; the white-box numbers overstate robustness",
+    "same eps in the same norm: the mark of gradient masking; the white-box numbers overstate robustness",
     "below-majority": "clean accuracy at or below the majority-class baseline (always answering the most "
     "frequent class): the model collapsed to that class if its balanced accuracy is near chance too, "
     "else class weighting traded accuracy for balanced accuracy; robust accuracy of a collapsed model "
@@ -64,12 +69,14 @@ class Flag:
 def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> list[Flag]:
     """Every flag of a results frame (``robench.results.read_frame``); failed rows are ignored.
 
-    Family and black-box checks need the rows' ``attack_family`` and ``attack_black_box``;
+    Family and black-box checks need the rows' ``attack_family`` and ``attack_black_box``, and
+    compare attacks of one ``attack_norm`` only (a row without one is L-inf);
     the near-chance check needs ``n_classes``, the per-image check the attacked images'
     ``labels`` (config.json's ``attacked``). Without them those checks are skipped.
     """
     ok = frame[frame["status"] == "ok"]
     cells = ok[ok["attack"] != CLEAN].drop_duplicates(["strategy", "seed", "attack", "eps"], keep="last")
+    cells = cells.assign(norm_=attack_norms(cells))
     models = ok.drop_duplicates(["strategy", "seed"], keep="last")
     found = [
         *_eps_zero(cells),
@@ -135,12 +142,12 @@ def _rises_with_eps(cells: pd.DataFrame) -> Iterator[Flag]:
 def _family_order(cells: pd.DataFrame) -> Iterator[Flag]:
     white = cells[(cells["attack_black_box"] == False) & cells["attack_family"].isin(FAMILIES)]  # noqa: E712
     rank = {attack: FAMILIES.index(family) for attack, family in zip(white["attack"], white["attack_family"])}
-    for (strategy, eps), group in white.groupby(["strategy", "eps"], sort=False):
+    for (strategy, eps, norm), group in white.groupby(SAME_NORM, sort=False):
         for weak, strong, weak_mean, strong_mean, tolerance in _pairs(group):
             if rank[weak] < rank[strong] and strong_mean > weak_mean + tolerance:
                 yield Flag("family-order", strategy,
                            f"{strong} ({FAMILIES[rank[strong]]}) {_pct(strong_mean)} > {weak} "
-                           f"({FAMILIES[rank[weak]]}) {_pct(weak_mean)} at eps {eps_label(eps)}")
+                           f"({FAMILIES[rank[weak]]}) {_pct(weak_mean)} at {_at(eps, norm)}")
 
 
 def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
@@ -154,48 +161,48 @@ def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
     white = white.assign(alive_=survived(white, labels))
     white = white[white["alive_"].notna()]
     rank = {attack: FAMILIES.index(family) for attack, family in zip(white["attack"], white["attack_family"])}
-    for (strategy, eps), group in white.groupby(["strategy", "eps"], sort=False):
+    for (strategy, eps, norm), group in white.groupby(SAME_NORM, sort=False):
         alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
         attacks = list(dict.fromkeys(group["attack"]))
         for a in attacks:
             for b in attacks:
                 if a == b or rank[b] > rank[a]:
                     continue
-                if found := _kept_what_another_fooled(alive, a, b, eps):
+                if found := _kept_what_another_fooled(alive, a, b, eps, norm):
                     yield Flag("weaker-per-image", strategy, found)
 
 
 def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
     """A minimal attack left correct at an eps, on average over the seeds, more than FEW_IMAGES images
-    that a fixed-eps attack (any family, white or black box) fooled at that eps on that model."""
+    that a fixed-eps attack of its norm (any family, white or black box) fooled at that eps on that model."""
     if labels is None or "adv_pred" not in cells:
         return
     cells = cells.assign(alive_=survived(cells, labels))
     cells = cells[cells["alive_"].notna()]
-    for (strategy, eps), group in cells.groupby(["strategy", "eps"], sort=False):
+    for (strategy, eps, norm), group in cells.groupby(SAME_NORM, sort=False):
         alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
         families = dict(zip(group["attack"], group["attack_family"]))
-        for a in [attack for attack, family in families.items() if family == "minimal"]:
-            for b in [attack for attack, family in families.items() if family != "minimal"]:
-                if found := _kept_what_another_fooled(alive, a, b, eps):
+        for a in [attack for attack, family in families.items() if family == MINIMAL]:
+            for b in [attack for attack, family in families.items() if family != MINIMAL]:
+                if found := _kept_what_another_fooled(alive, a, b, eps, norm):
                     yield Flag("minimal-too-weak", strategy, found)
 
 
-def _kept_what_another_fooled(alive: dict, a: str, b: str, eps: float) -> str | None:
+def _kept_what_another_fooled(alive: dict, a: str, b: str, eps: float, norm: str) -> str | None:
     """The flag's detail when attack ``a`` left correct more than FEW_IMAGES images (mean over the seeds
     both ran) that attack ``b`` fooled; ``alive`` maps (attack, seed) to per-image survival."""
     counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum()) for (attack, seed) in alive
               if attack == a and (b, seed) in alive]
     if not counts or sum(counts) / len(counts) <= FEW_IMAGES:
         return None
-    return (f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at eps {eps_label(eps)} "
+    return (f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at {_at(eps, norm)} "
             f"(mean over {len(counts)} seed(s))")
 
 
 def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:
     known = cells[cells["attack_black_box"].isin([True, False])]
     black = set(known.loc[known["attack_black_box"] == True, "attack"])  # noqa: E712
-    for (strategy, eps), group in known.groupby(["strategy", "eps"], sort=False):
+    for (strategy, eps, norm), group in known.groupby(SAME_NORM, sort=False):
         best = {}  # black-box attack -> the strongest white-box attack it is compared with
         for a, b, mean_a, mean_b, tolerance in _pairs(group):
             if a in black and b not in black:
@@ -204,7 +211,7 @@ def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:
         for attack, (white, white_mean, black_mean, tolerance) in best.items():
             if black_mean < white_mean - tolerance:
                 yield Flag("black-box-wins", strategy,
-                           f"{attack} {_pct(black_mean)} < {white} {_pct(white_mean)} at eps {eps_label(eps)}")
+                           f"{attack} {_pct(black_mean)} < {white} {_pct(white_mean)} at {_at(eps, norm)}")
 
 
 def _collapse(models: pd.DataFrame, n_classes: int | None) -> Iterator[Flag]:
@@ -236,6 +243,11 @@ def _tolerance(rows: pd.DataFrame) -> float:
     """TOLERANCE, or one image of the smallest attacked set when that is larger."""
     sizes = rows["n_attacked"].fillna(rows["n_test"]).dropna()
     return max(TOLERANCE, 1 / sizes.min()) if len(sizes) and sizes.min() > 0 else TOLERANCE
+
+
+def _at(eps: float, norm: str) -> str:
+    """``eps 0.01`` for L-inf, as flags always read; ``eps 0.5 in L2`` for another norm."""
+    return f"eps {eps_label(eps)}" + ("" if norm == "Linf" else f" in {norm}")
 
 
 def _pct(value: float) -> str:

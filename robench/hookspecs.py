@@ -23,3 +23,13 @@ def register_attacks(register):
 @hookspec
 def register_defenses(register):
     """Register training-time defenses (adversarial training): ``register(DefenseSubclass)``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``register(DatasetSubclass)`` (robench.dataset)."""
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbone providers: ``register(BackboneSubclass)``, named by their prefix (robench.backbone)."""

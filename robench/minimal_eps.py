@@ -1,7 +1,7 @@
 """What a minimal-perturbation attack's records say: per image eps*, and the numbers a page derives.
 
-A minimal attack (robench.attack.MinimalAttack) records, for each attacked image, eps*: the L-inf
-radius of the smallest adversarial example it found (0 for an image the model already gets
+A minimal attack (robench.attack.MinimalAttack) records, for each attacked image, eps*: the radius,
+in the attack's norm, of the smallest adversarial example it found (0 for an image the model already gets
 wrong, None, read here as inf, where it found none up to eps_max). From them, per strategy:
 
 - **median eps*** over the attacked images the model got right before the attack (eps* > 0),
@@ -22,7 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from robench.attack import MINIMAL
 from robench.uncertainty import LEVEL, REPLICATES, SEED
+from robench.worst_case import norm_of
 
 
 def eps_star(frame: pd.DataFrame, strategy: str, attack: str) -> tuple[np.ndarray, float] | None:
@@ -72,7 +74,7 @@ def minimal_attacks(frame: pd.DataFrame) -> list[str]:
     """The attack labels of the frame's minimal attacks, in order of appearance."""
     if "attack_family" not in frame:
         return []
-    return list(dict.fromkeys(frame.loc[frame["attack_family"] == "minimal", "attack"]))
+    return list(dict.fromkeys(frame.loc[frame["attack_family"] == MINIMAL, "attack"]))
 
 
 def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
@@ -91,14 +93,16 @@ def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
                           "not fooled up to eps_max (%)": f"{100 * np.isinf(matrix).mean():.1f}",
                           "seeds × images": f"{matrix.shape[0]} × {matrix.shape[1]}"})
         if lines:
-            parts.append(f"Under `{attack}`:\n\n" + pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))
+            norm = norm_of(frame, attack)
+            named = f"`{attack}`" + ("" if norm == "Linf" else f" (eps* in {norm})")
+            parts.append(f"Under {named}:\n\n" + pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))
     if not parts:
         return ""
-    return ("## Minimal perturbation\n\nPer image, eps* is the L∞ radius of the smallest adversarial example the "
-            "minimal attack found (0 for an image wrong before the attack); the robust accuracy at any eps is the "
-            "share of images with eps* > eps, drawn as a curve in the attack's plot. Median eps* (in /255, mean over "
-            "seeds of the per-seed median over the attacked images the model got right before the attack) and AUC (area under that curve from 0 to "
-            "eps_max, over eps_max) with 95% intervals from the two-level bootstrap over seeds and images "
+    return ("## Minimal perturbation\n\nPer image, eps* is the L∞ radius (unless another norm is named) of the "
+            "smallest adversarial example the minimal attack found (0 for an image wrong before the attack); the "
+            "robust accuracy at any eps is the share of images with eps* > eps, drawn as a curve in the attack's "
+            "plot. Median eps* (in /255, mean over seeds of the per-seed median over the attacked images the model "
+            "got right before the attack) and AUC (area under that curve from 0 to eps_max, over eps_max) with 95% intervals from the two-level bootstrap over seeds and images "
             "(docs/protocol.md). `>eps_max`: more than half of them survived eps_max.\n\n" + "\n\n".join(parts))
 
 

@@ -15,16 +15,19 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from robench.attack import CLEAN
 from robench.metrics import eps_label
+from robench.results import attack_norms
 from robench.uncertainty import survival_by_seed
-from robench.worst_case import WORST, survived
+from robench.worst_case import WORST, WORST_LABELS, norm_of, survived, worst_label
 
 
 def recall_table(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequence[str],
                  attack: str, eps: float, malignant: Sequence[str] = ()) -> pd.DataFrame | None:
     """Rows: strategies; a column per class: ``clean → attacked`` recall in % (mean over seeds); with
     ``malignant`` classes, a last column: the share of the malignant images correct before the attacks
-    that some attack at ``eps`` made the model call benign (a missed cancer), mean over seeds."""
+    that some attack of ``attack``'s norm at ``eps`` made the model call benign (a missed cancer), mean
+    over seeds."""
     labels = np.asarray(labels)
     table = {"strategy": []}
     counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
@@ -44,7 +47,9 @@ def recall_table(frame: pd.DataFrame, labels, classes: Sequence[str], strategies
                 after = np.mean([hits[mask].mean() for hits in attacked.values()])
                 table[columns[c]].append(f"{100 * before:.0f} → {100 * after:.0f}")
         if malignant:
-            table.setdefault(MISSED, []).append(_missed_cancers(frame, labels, classes, malignant, strategy, eps, clean))
+            worst = worst_label(norm_of(frame, attack))
+            missed = _missed_cancers(frame, labels, classes, malignant, strategy, eps, clean, worst)
+            table.setdefault(MISSED, []).append(missed)
     if malignant and table["strategy"]:
         n = int(np.isin(labels, [classes.index(c) for c in malignant]).sum())
         table[f"{MISSED} (n={n})"] = table.pop(MISSED)
@@ -55,8 +60,8 @@ MISSED = "malignant → benign"
 
 
 def _missed_cancers(frame, labels, classes, malignant, strategy, eps, clean, attack: str = WORST) -> str:
-    """% of the clean-correct malignant images that ``attack`` (the worst case: any attack) at ``eps``
-    turned into a benign answer."""
+    """% of the clean-correct malignant images that ``attack`` (a worst case: any attack of its norm)
+    at ``eps`` turned into a benign answer."""
     rate = missed_cancer_rate(frame, labels, classes, malignant, strategy, eps, clean, attack)
     return "—" if np.isnan(rate) else f"{100 * rate:.0f}"
 
@@ -67,8 +72,10 @@ def missed_cancer_rate(frame, labels, classes, malignant, strategy, eps, clean, 
     bad = np.isin(labels, [classes.index(c) for c in malignant])
     benign = [i for i, c in enumerate(classes) if c not in malignant]
     rows = frame[(frame["strategy"] == strategy) & (frame["eps"] == eps) & (frame["status"] == "ok")
-                 & ~frame["attack"].isin(["none", WORST])]
-    if attack != WORST:
+                 & (frame["attack"] != CLEAN) & ~frame["attack"].isin(WORST_LABELS)]
+    if attack in WORST_LABELS:  # eps is a radius in one norm: attacks of another one are not "at eps"
+        rows = rows[attack_norms(rows) == WORST_LABELS[attack]]
+    else:
         rows = rows[rows["attack"] == attack]
     rates = []
     for seed, hits in clean.items():
@@ -106,16 +113,16 @@ def tidy(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequen
 
 
 def _clean_hits(frame: pd.DataFrame, labels: np.ndarray, strategy: str) -> dict[int, np.ndarray]:
-    rows = frame[(frame["strategy"] == strategy) & (frame["attack"] == "none") & (frame["status"] == "ok")]
+    rows = frame[(frame["strategy"] == strategy) & (frame["attack"] == CLEAN) & (frame["status"] == "ok")]
     return {int(seed): hits for seed, hits in zip(rows["seed"], survived(rows, labels, "clean_pred")) if hits is not None}
 
 
 def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategies: Sequence[str],
             columns: Sequence[tuple[str, float]], malignant: Sequence[str] = ()) -> str:
-    """One table per eps of the worst-case column (or of the first attack when no eps has two)."""
+    """One table per eps of each worst-case column (or of the first attack when no eps has two)."""
     if labels is None or not classes or not columns:
         return ""
-    worst = [column for column in columns if column[0] == WORST]
+    worst = [column for column in columns if column[0] in WORST_LABELS]
     first_attack = columns[0][0]
     chosen = worst or [column for column in columns if column[0] == first_attack]
     parts = []
@@ -131,5 +138,6 @@ def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
             "whose robust accuracy comes from one class keeps only that column. Every attack@eps, as numbers: the "
             "page's `-per-class.csv`."
             + (f" `{MISSED}`: of the malignant images ({', '.join(malignant)}) the model got right before the "
-               "attacks, the % that some attack at that eps made it call a benign class: a missed cancer."
+               "attacks, the % that some attack at that eps (of the table's norm) made it call a benign class: a missed "
+               "cancer."
                if malignant else "") + "\n\n" + "\n\n".join(parts))

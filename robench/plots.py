@@ -1,6 +1,9 @@
 """Accuracy-vs-eps plots of a run: one PNG per attack, one line per strategy, written beside
 the leaderboard page that links them.
 
+One attack per figure, so one norm per axis: an L2 attack's eps and an L-inf attack's are radii of
+different balls and never share an axis; each figure names its norm in its title and eps axis.
+
 A table shows a few eps; a curve shows its shape. The curve starts at eps = 0 (the clean
 model), so a drop is read against where the model started, and a curve that rises with eps,
 the mark of a weak or masked attack (FIELD_NOTES.md), is seen at a glance. The numbers are
@@ -23,17 +26,19 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robench.metrics import eps_label
 from robench import confusion, minimal_eps
+from robench.attack import CLEAN
+from robench.metrics import eps_label
 from robench.summary import (
-    CLEAN, DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
+    DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
     run_name, summarise,
 )
-from robench.worst_case import WORST
+from robench.worst_case import WORST_LABELS, norm_of
 
 DPI = 120
 CONFUSION = "confusion"  # the first element of the confusion plot's pair in write_plots' result
 Y_LABELS = {"all": "robust accuracy, all test images (%)", "correct": "accuracy on clean-correct images (%)"}
+SYMBOLS = {"Linf": "L∞", "L2": "L2"}  # how an axis names a norm (robench.attack.NORMS)
 
 
 def file_name(name: str, attack: str) -> str:
@@ -69,10 +74,12 @@ def figure(
     clean: Mapping[str, tuple[float, float]],
     majority: float | None = None,
     continuous: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    norm: str = "Linf",
 ) -> Figure:
     """One attack's plot. ``clean`` maps a strategy to its (clean acc, balanced acc) for the legend;
     ``continuous`` maps a strategy to a minimal attack's whole curve (eps, accuracy), drawn as a
-    thin line beside its fixed-eps points."""
+    thin line beside its fixed-eps points; ``norm`` is the attack's, named on the eps axis and title."""
+    symbol = SYMBOLS.get(norm, norm)
     fig = Figure(figsize=(8, 6), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -101,23 +108,25 @@ def figure(
     positive = [eps for eps in eps_values if eps > 0]
     if positive and positive[-1] / positive[0] >= 8:  # 0.5/255 to 0.02: a linear axis piles the small eps up
         ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
-        ax.set_xlabel("eps (L∞ radius in [0, 1] pixel units, symlog axis: linear up to the smallest eps)")
+        ax.set_xlabel(f"eps ({symbol} radius in [0, 1] pixel units, symlog axis: linear up to the smallest eps)")
     if continuous and positive:  # beyond the fixed eps, only as far as the curves still move
         settled = max(_settled(grid, accuracy) for grid, accuracy in continuous.values())
         ax.set_xlim(-positive[0] / 4, max(positive[-1], settled) * 1.1)
     if len(eps_values) <= 8:
         ax.set_xticks(eps_values, [eps_label(eps) for eps in eps_values])
-    if ax.get_xscale() == "linear":  # a secondary axis would not follow the symlog scale; the ticks say k/255 then
+    # a secondary axis would not follow the symlog scale (the ticks say k/255 then); in L2, eps x 255 is no pixel level
+    if ax.get_xscale() == "linear" and norm == "Linf":
         ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda k: k / 255)).set_xlabel("eps × 255")
     if ax.get_xscale() == "linear":
-        ax.set_xlabel("eps (L∞ radius, in [0, 1] pixel units; 0 = clean)")
+        ax.set_xlabel(f"eps ({symbol} radius, in [0, 1] pixel units; 0 = clean)")
     ax.set_ylabel(Y_LABELS[protocol_name])
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     seeds = config.get("seeds")
     spread = f"mean over {len(seeds)} seeds, band ± 1 sample std" if seeds and len(seeds) > 1 else "one seed"
     ax.set_title(f"{_sentence(PROTOCOLS[protocol_name].title)}; {spread}", fontsize=9)
-    fig.suptitle(f"{attack} on {_subject(config)}", fontsize=12)
+    named = attack if attack.endswith(f"({norm})") else f"{attack} ({symbol})"  # "worst case (L2)" names it already
+    fig.suptitle(f"{named} on {_subject(config)}", fontsize=12)
     longest = max(map(len, ax.get_legend_handles_labels()[1]), default=0)  # e.g. "vpt_deep + pgd_at(eps=0.01) (clean ...)"
     fig.legend(loc="outside lower center", ncols=2 if len(strategies) > 2 and longest <= 45 else 1, fontsize=8)
     return fig
@@ -138,14 +147,15 @@ def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None
         return []
     summary = summarise(frame)
     strategies = _ordered(frame["strategy"].dropna(), model_order(config))
-    attacks = list(dict.fromkeys(attack for attack, _ in _attack_columns(frame, [WORST, *(config.get("attacks") or ())])))
+    columns = _attack_columns(frame, [*WORST_LABELS, *(config.get("attacks") or ())])
+    attacks = list(dict.fromkeys(attack for attack, _ in columns))
     clean = _clean_accuracies(summary)
     majority = summary.loc[summary["metric"] == "majority_acc", "mean"]
     written = []
     for attack in attacks:
         fig = figure(curves(summary, attack, protocol), strategies, attack, protocol_name, config, clean,
                      majority=float(majority.iloc[0]) if len(majority) else None,
-                     continuous=_minimal_curves(frame, strategies, attack, protocol_name))
+                     continuous=_minimal_curves(frame, strategies, attack, protocol_name), norm=norm_of(frame, attack))
         file = file_name(name, attack)
         _save(fig, file, out_dirs)
         written.append((attack, file))

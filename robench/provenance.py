@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 from robench import results
-from robench.backbone import file_sha256
 from robench.compute import resolve_device
-from robench.prepare import Prepared, _test_arrays, attacked_images, malignant_classes
+from robench.models import file_sha256
+from robench.prepare import Prepared, attacked_images, test_arrays
 
 
 def describe(config, prepared: Prepared, backbone_params: int) -> dict:
@@ -22,9 +22,9 @@ def describe(config, prepared: Prepared, backbone_params: int) -> dict:
         "command": config.command,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "name": config.name,
-        "dataset": {"name": images.name, "description": images.description, "n_images": len(images),
-                    "classes": list(images.classes),
-                    "malignant": malignant_classes(prepared)},
+        "dataset": {"name": images.name, "spec": config.dataset, "description": images.description,
+                    "n_images": len(images), "classes": list(images.classes), "malignant": prepared.positive,
+                    "symmetries": prepared.dataset.symmetries},
         "split": {
             "seed": split.seed, "fingerprint": split.fingerprint,
             "n_train": len(split.train), "n_val": len(split.val),
@@ -32,7 +32,7 @@ def describe(config, prepared: Prepared, backbone_params: int) -> dict:
             "test_set": "lesion-grouped split of the dataset" if test is None else test.description,
         },
         "backbone": {
-            "name": config.backbone.name, "weights": config.backbone.describe_weights(),
+            "name": config.backbone.label, "provider": config.backbone.provider, "weights": config.backbone.describe_weights(),
             "weights_sha256": file_sha256(weights) if weights else None,
             "image_size": config.backbone.image_size, "params": backbone_params,
         },
@@ -45,7 +45,7 @@ def describe(config, prepared: Prepared, backbone_params: int) -> dict:
         "reference": config.reference,
         "format": results.FORMAT,
         "attack_samples": None if prepared.attacked is None else {
-            "n": len(prepared.attacked), "of": len(_test_arrays(prepared)[1]), "seed": split.seed,
+            "n": len(prepared.attacked), "of": len(test_arrays(prepared)[1]), "seed": split.seed,
             "how": "class-stratified subset of the test set, the same for every strategy and seed"},
         "attacked": attacked_images(prepared),
         "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}

@@ -12,25 +12,38 @@ import inspect
 import os
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 import pluggy
 
 from robench import hookspecs
+from robench.attack import check_attack_class
 from robench.errors import PluginError
 
 ENTRY_POINT_GROUP = "robench"
-KINDS = {"strategy": "register_strategies", "attack": "register_attacks", "defense": "register_defenses"}
+KINDS = {"strategy": "register_strategies", "attack": "register_attacks", "defense": "register_defenses",
+         "dataset": "register_datasets", "backbone": "register_backbones"}
 
 
 @dataclass(frozen=True)
 class Plugin:
-    """One registered strategy, attack or defense and where it came from."""
+    """One registered strategy, attack, defense, dataset or backbone provider and where it came from."""
 
     name: str
     kind: str
     factory: type
     package: str  # the distribution that provides it, e.g. "robench" or "robench-foo"
+
+    @property
+    def version(self) -> str:
+        """The providing distribution's version: recorded with every run and part of its checkpoints' keys."""
+        try:
+            return version(self.package)
+        except PackageNotFoundError:
+            return "unknown"
+
+    def provenance(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "package": self.package, "version": self.version}
 
     @property
     def description(self) -> str:
@@ -43,6 +56,10 @@ class Plugin:
         return {n: p for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
 
 
+class DuplicateName(PluginError):
+    """Two packages register one name: refused outright, not recorded as one plugin's failure."""
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     entry_point: str
@@ -51,23 +68,32 @@ class LoadFailure:
 
 
 class Registry:
-    """Every strategy, attack and defense that the installed plugins register, by kind and name."""
+    """Every plugin the installed packages register, by kind and name."""
 
     def __init__(self, plugin_manager: pluggy.PluginManager, packages: dict[str, str], failures=()):
-        self.failures: tuple[LoadFailure, ...] = tuple(failures)
         self._plugins: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
+        failed = list(failures)
         for kind, hook_name in KINDS.items():
             for impl in getattr(plugin_manager.hook, hook_name).get_hookimpls():
                 package = packages.get(impl.plugin_name, impl.plugin_name)
-                impl.function(register=lambda factory, k=kind, p=package: self._add(k, factory, p))
+                try:
+                    impl.function(register=lambda factory, k=kind, p=package: self._add(k, factory, p))
+                except DuplicateName:
+                    raise  # which of the two a name would mean is not robench's guess to make
+                except Exception as exc:  # noqa: BLE001  (one plugin's broken hook must not hide the others)
+                    entry_point = impl.plugin_name.split(":", 1)[-1]
+                    failed.append(LoadFailure(entry_point, package, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        self.failures = tuple(failed)
 
     def _add(self, kind: str, factory: type, package: str) -> None:
         name = getattr(factory, "name", None)
         if not isinstance(name, str) or not name:
             raise PluginError(f"package {package!r} registered a {kind} without a `name` attribute: {factory!r}")
+        if kind == "attack":
+            check_attack_class(factory)  # family and norm are required: refused in one line naming them
         existing = self._plugins[kind].get(name)
         if existing is not None:
-            raise PluginError(
+            raise DuplicateName(
                 f"two plugins register the {kind} {name!r}: packages {existing.package!r} and {package!r}; "
                 f"uninstall one or disable it with ROBENCH_DISABLE_PLUGINS"
             )

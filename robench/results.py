@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from robench.attack import CLEAN, LEGACY_NORM, MINIMAL
 from robench.errors import RobenchError
 
 RESULTS_FILE = "results.jsonl"
@@ -72,6 +73,8 @@ ROW_FIELDS = (
     "attack",  # label, e.g. "pgd(steps=20)"; "none" for the clean-only row of a model
     "attack_name",
     "attack_family",  # the plugin's family (robench.attack.FAMILIES), for the sanity flags
+    "attack_norm",  # the plugin's norm (robench.attack.NORMS), the ball eps is a radius of; attacks of
+    # different norms are never compared or combined. Older rows lack it and read as "Linf" (attack_norms)
     "attack_black_box",  # True for query-based attacks that never read gradients
     "eps",
     *MODEL_METRICS,
@@ -137,8 +140,19 @@ def cell_of(row: dict) -> tuple:
 
 
 def read_frame(run_dir: Path) -> pd.DataFrame:
-    """The latest version of every cell of a run as a DataFrame with every ROW_FIELDS column present."""
-    return pd.DataFrame(latest(read_rows(run_dir)), columns=list(ROW_FIELDS))
+    """The latest version of every cell of a run as a DataFrame with every ROW_FIELDS column present;
+    an attacked row written before robench recorded ``attack_norm`` gets "Linf", the norm it ran in."""
+    frame = pd.DataFrame(latest(read_rows(run_dir)), columns=list(ROW_FIELDS))
+    return frame.assign(attack_norm=attack_norms(frame).where(frame["attack"] != CLEAN, None))
+
+
+def attack_norms(frame: pd.DataFrame) -> pd.Series:
+    """Each row's ``attack_norm``, "Linf" where it is missing: a row written before robench recorded
+    the norm (every attack then was L-inf) or a hand-built frame. What flags, the worst case and plots
+    group by, so that they never compare or combine attacks whose eps mean different things."""
+    if "attack_norm" not in frame:
+        return pd.Series(LEGACY_NORM, index=frame.index, dtype=object)
+    return frame["attack_norm"].astype(object).where(frame["attack_norm"].notna(), LEGACY_NORM)
 
 
 def read_records(run_dir: Path) -> pd.DataFrame:
@@ -155,11 +169,11 @@ def read_records(run_dir: Path) -> pd.DataFrame:
         raise RobenchError(f"{Path(run_dir) / CONFIG_FILE} lists no attacked images: the run was written before "
                            "robench kept per-image records; run it again into a new --out")
     rows = [row for row in latest(read_rows(run_dir)) if row.get("status") == "ok"]
-    clean = {(row["strategy"], row["seed"]): row.get("clean_pred") for row in rows if row["attack"] == "none"}
+    clean = {(row["strategy"], row["seed"]): row.get("clean_pred") for row in rows if row["attack"] == CLEAN}
     parts = []
     for row in rows:
         model_clean = clean.get((row["strategy"], row["seed"]))
-        preds = model_clean if row["attack"] == "none" else row.get("adv_pred")
+        preds = model_clean if row["attack"] == CLEAN else row.get("adv_pred")
         if preds is None or model_clean is None or len(preds) != len(ids):
             continue
         min_eps = row.get("min_eps") if isinstance(row.get("min_eps"), list) else [None] * len(ids)
@@ -167,7 +181,7 @@ def read_records(run_dir: Path) -> pd.DataFrame:
                                    "eps": row["eps"], "image_id": ids, "label": labels,
                                    "clean_pred": model_clean, "adv_pred": preds,
                                    "min_eps": [float("inf") if e is None else e for e in min_eps]
-                                   if row.get("attack_family") == "minimal" else float("nan")}))
+                                   if row.get("attack_family") == MINIMAL else float("nan")}))
     columns = ["strategy", "seed", "attack", "eps", "image_id", "label", "clean_pred", "adv_pred", "min_eps"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 

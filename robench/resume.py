@@ -10,34 +10,18 @@ anything trains.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from robench import checkpoints, features, results
+from robench.attack import CLEAN, MINIMAL
+from robench.fingerprint import COMPARABLE
 from robench.errors import RobenchError
 
 LOCK_FILE = ".robench.lock"
-# What must be equal for two commands to write rows into one run folder, and how to name it.
-COMPARABLE = {
-    "dataset": "--dataset",
-    "subset": "--subset",
-    "n_images": "number of images in the dataset",
-    "split_seed": "--split-seed",
-    "split_fingerprint": "split fingerprint (which images are held out)",
-    "test_set": "--test-set",
-    "test_images": "test images (--test-dir)",
-    "backbone": "--backbone",
-    "weights": "--weights (sha256)",
-    "image_size": "--image-size",
-    "attack_samples": "--attack-samples",
-    "train_precision": "--train-precision",
-    "attack_precision": "--attack-precision",
-}
 # What a run written before a setting of COMPARABLE existed used: it compares as that value.
 BEFORE_RECORDED = {"train_precision": "fp32", "attack_precision": "fp32"}
 # Lists that a later command may extend; config.json keeps their union, old entries first.
@@ -62,29 +46,6 @@ def exclusive(out: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def comparable(config, prepared, strategies) -> dict:
-    """The settings of a run that decide whether its rows can sit beside another run's."""
-    images, split = prepared.images, prepared.split
-    test_ids = prepared.test_ids()
-    backbone = config.backbone
-    return {
-        "dataset": images.name,
-        "subset": config.subset,
-        "n_images": len(images),
-        "split_seed": split.seed,
-        "split_fingerprint": split.fingerprint,
-        "test_set": config.test_set,
-        "test_images": hashlib.sha256("\n".join(sorted(test_ids)).encode()).hexdigest()[:12],
-        "attack_samples": config.attack_samples,
-        "train_precision": config.train_precision,
-        "attack_precision": config.attack_precision,
-        "backbone": backbone.name,
-        "weights": _weights_sha(backbone) or backbone.describe_weights(),
-        "image_size": backbone.image_size,
-        "recipes": {s.label: asdict(s.recipe) for s in strategies},
-    }
 
 
 def start(out: Path, new: dict) -> dict:
@@ -121,8 +82,8 @@ def finished(rows: list[dict]) -> set[tuple]:
 
 def has_records(row: dict) -> bool:
     """Whether a row carries a full list of per-image predictions (and eps* for a minimal attack)."""
-    fields = ["clean_pred"] if row.get("attack") == "none" else ["adv_pred"]
-    if row.get("attack_family") == "minimal":
+    fields = ["clean_pred"] if row.get("attack") == CLEAN else ["adv_pred"]
+    if row.get("attack_family") == MINIMAL:
         fields.append("min_eps")
     n = row.get("n_attacked")
     return all(isinstance(row.get(field), list) and len(row[field]) == n for field in fields)
@@ -149,6 +110,12 @@ def _check_comparable(out: Path, old: dict, new: dict) -> None:
                 f"{out} holds results with {name} {_show(before)}, this command has {_show(new[field])}: their rows would not be "
                 f"comparable; use the same setting to resume or extend that run, or pass another --out"
             )
+    for label in sorted(set(old.get("plugins", {})) & set(new["plugins"])):
+        if old["plugins"][label] != new["plugins"][label]:
+            raise RobenchError(
+                f"{out} holds results of {label} from {old['plugins'][label]}, this robench has {new['plugins'][label]}: "
+                f"rows of two versions would be mixed; rerun with the old version, or pass another --out"
+            )
     for label in sorted(set(old["recipes"]) & set(new["recipes"])):
         before, now = old["recipes"][label], new["recipes"][label]
         changed = [key for key in now if before.get(key) != now[key]]
@@ -165,16 +132,12 @@ def _merge(old: dict, new: dict) -> dict:
     commands = old.get("command", "").splitlines()
     merged["command"] = "\n".join(commands + [c for c in new["command"].splitlines() if c not in commands])
     merged["created"] = old.get("created", new["created"])
-    merged["comparable"] = new["comparable"] | {"recipes": old["comparable"]["recipes"] | new["comparable"]["recipes"]}
+    merged["comparable"] = new["comparable"] | {key: old["comparable"].get(key, {}) | new["comparable"][key] for key in ("recipes", "plugins")}
     return merged
 
 
 def _union(old: list, new: list) -> list:
     return list(old) + [item for item in new if item not in old]
-
-
-def _weights_sha(backbone) -> str | None:
-    return checkpoints.weights_sha256(Path(backbone.weights)) if backbone.weights else None
 
 
 def _show(value) -> str:

@@ -1,4 +1,4 @@
-"""What a fine-tuning strategy is: which parameters of a pretrained ViT train, and the recipe.
+"""What a fine-tuning strategy is: which parameters of a pretrained backbone train, and the recipe.
 
 A strategy plugin subclasses :class:`Strategy`, takes its options as keyword arguments of
 ``__init__`` and registers the class through the ``register_strategies`` hook.
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import nn
+
+from robench.errors import PluginError
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Recipe:
     warmup_epochs: int = 1
     schedule: str = "cosine"  # cosine | constant, after the linear warm-up
     batch_size: int = 64
-    augment: bool = True  # random flips and 90-degree rotations: lesions have no orientation
+    augment: bool = True  # random label-preserving transforms: the dataset's symmetries (robench.dataset)
     class_weighting: str = "balanced"  # balanced | none: cross-entropy weights, against collapse to `nv`
     label_smoothing: float = 0.0
 
@@ -56,10 +58,12 @@ class Strategy:
     recipe: ClassVar[Recipe] = Recipe()
 
     def adapt(self, model: nn.Module) -> nn.Module:
-        """Turn a timm ViT (with a fresh classification head) into the model to train.
+        """Turn a backbone (with a fresh classification head) into the model to train.
 
-        Set ``requires_grad`` on exactly the parameters that train; return the model (the same
-        object or a wrapper). Normalization is added around it by robench, so it sees
+        ``model`` honours the contract in robench.backbone (``get_classifier``, ``forward_features``,
+        ``forward_head``); raise ``robench.errors.PluginError`` in one line for one this strategy
+        cannot serve (docs/backbones.md). Set ``requires_grad`` on exactly the parameters that
+        train; return the model (the same object or a wrapper). Normalization is added around it by robench, so it sees
         normalized images exactly as the pretrained backbone expects.
         """
         raise NotImplementedError
@@ -79,3 +83,30 @@ class Strategy:
     def for_evaluation(self, model: nn.Module) -> nn.Module:
         """The model a user would deploy, evaluated and attacked (e.g. LoRA adapters merged)."""
         return model
+
+
+# What every built-in strategy asks of a backbone: one classification head, ``get_classifier()``.
+# robench trains, caches features for and checkpoints that one module (robench.train). A distilled
+# DeiT (``deit_*_distilled_*``) has two, whose logits it averages, and ``get_classifier()`` returns
+# both as a tuple; strategies refuse it with these helpers before any training, in one line.
+
+
+def architecture(model: nn.Module) -> str:
+    """The timm name of ``model`` (``deit_tiny_distilled_patch16_224``), else its class name."""
+    return (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+
+
+def single_head(model: nn.Module, strategy: str, required: bool = True) -> nn.Module | None:
+    """``model.get_classifier()``, or a one-line PluginError when it is not one module (with
+    ``required=False``, None for a model without ``get_classifier``: full fine-tuning needs none)."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if isinstance(head, nn.Module) or (head is None and not required):
+        return head
+    arch = architecture(model)
+    if isinstance(head, tuple):
+        raise PluginError(
+            f"{strategy} cannot train {arch}: its get_classifier() returns {len(head)} heads (a distilled DeiT's CLS and "
+            f"distillation heads) and robench trains one; use the model without distillation, e.g. deit_tiny_patch16_224"
+        )
+    raise PluginError(f"{strategy} needs a timm model with a classification head (get_classifier()), not {arch} ({type(model).__name__})")

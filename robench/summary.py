@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from robench.attack import CLEAN
 from robench.defense import NONE, combined_label
 from robench.results import CELL_METRICS, CONFIG_FILE, MODEL_METRICS, read_config, read_frame
 from robench.worst_case import with_worst_case
@@ -19,8 +20,6 @@ from robench.worst_case import with_worst_case
 UNKNOWN = "unknown"
 
 MISSING_CELL = "—"
-
-CLEAN = "none"  # the attack label of clean metrics, as in the results file
 
 @dataclass(frozen=True)
 class Protocol:
@@ -60,7 +59,7 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
     Tidy, one statistic per row, so that a caller picks what it needs: the leaderboard one
     protocol, a plot every eps of one attack, a flag the curve of each attack. Model metrics
-    (clean accuracy, costs) carry ``attack == "none"`` and a NaN eps. A cell written twice
+    (clean accuracy, costs) carry ``attack == CLEAN`` ("none") and a NaN eps. A cell written twice
     (a resumed run) counts once, its last version.
     """
     ok = frame[frame["status"] != "failed"]

@@ -21,6 +21,7 @@ from torch import nn
 
 from robench.backbone import Normalized
 from robench.compute import autocast
+from robench.dataset import SYMMETRIES
 from robench.defense import Defense, defended_loss
 from robench.errors import RobenchError
 from robench.metrics import balanced_accuracy
@@ -46,13 +47,13 @@ def to_pixels(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(255)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal and vertical flips and transposes: the 8 symmetries of a square.
+def augment(images: torch.Tensor, generator: torch.Generator, symmetries: str = "dihedral") -> torch.Tensor:
+    """Each of the dataset's label-preserving transforms (robench.dataset.SYMMETRIES), with probability 1/2.
 
-    Dermatoscopic lesions have no canonical orientation, so these are label-preserving.
+    Dermatoscopic lesions have no canonical orientation, so HAM10000 uses all 8 symmetries of a square.
     """
     n = images.shape[0]
-    for transform in (lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.transpose(-1, -2)):
+    for transform in SYMMETRIES[symmetries]:
         mask = (torch.rand(n, generator=generator) < 0.5).view(n, 1, 1, 1).to(images.device)
         images = torch.where(mask, transform(images), images)
     return images
@@ -86,7 +87,10 @@ def head_only(adapted: nn.Module) -> bool:
     """True when the only parameters that train are those of the classification head."""
     if not hasattr(adapted, "get_classifier"):
         return False
-    head = {id(p) for p in adapted.get_classifier().parameters()}
+    classifier = adapted.get_classifier()
+    if not isinstance(classifier, nn.Module):  # a distilled DeiT's (head, head_dist)
+        return False
+    head = {id(p) for p in classifier.parameters()}
     trainable = [p for p in adapted.parameters() if p.requires_grad]
     return bool(trainable) and all(id(p) in head for p in trainable)
 
@@ -117,6 +121,7 @@ def train(
     precision: str = "fp32",
     defense: Defense | None = None,
     features: Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]] | None = None,
+    symmetries: str = "dihedral",
 ) -> TrainResult:
     """Train ``model`` (whose inner model the strategy adapted) and keep the best epoch's weights.
 
@@ -127,13 +132,15 @@ def train(
     the weights and the optimizer stay fp32. A defense's examples are made in exact arithmetic,
     as an attack's are (robench.attack.exact_arithmetic): no autocast, no subnormal flush. ``features``, given
     a function computing the frozen features {"train", "val"}, returns them: from disk when they
-    were computed before (robench.features.stored); by default it computes them.
+    were computed before (robench.features.stored); by default it computes them. ``symmetries``:
+    the dataset's, which ``recipe.augment`` draws from (none: nothing is augmented).
     """
     adapted = model.model
     started = time.perf_counter()
     (train_inputs, train_labels), (val_inputs, val_labels) = train_set, val_set
     train_labels, val_labels = train_labels.to(device), val_labels.to(device)
-    cached = use_cached_features and defense is None and not recipe.augment and head_only(adapted)
+    augments = recipe.augment and bool(SYMMETRIES[symmetries])
+    cached = use_cached_features and defense is None and not augments and head_only(adapted)
     if cached:
         trained = optimized = adapted.get_classifier()
 
@@ -155,7 +162,7 @@ def train(
 
         def pixels(x, generator=None):
             x = to_pixels(x.to(device))
-            return augment(x, generator) if generator is not None and recipe.augment else x
+            return augment(x, generator, symmetries) if generator is not None and augments else x
 
         def forward(x, generator=None):
             return model(pixels(x, generator))

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from robench.backbone import MICRO, BackboneSpec, Normalized, create_backbone
+from robench_plugins.backbones.timm import MICRO
+
+from robench.models import BackboneSpec, Normalized, create_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -54,12 +56,14 @@ def trained():
     attacks that work from attacks that only look like they do.
     """
     from robench import data
-    from robench.backbone import MICRO, BackboneSpec, Normalized, create_backbone
+    from robench.prepare import resolve_dataset
+    from robench_plugins.backbones.timm import MICRO
+    from robench.models import BackboneSpec, Normalized, create_backbone
     from robench.strategy import Recipe
     from robench.train import to_pixels, train
     from robench_plugins.strategies.full import Full
 
-    images = data.load("synthetic", image_size=32)
+    images = resolve_dataset("synthetic").load(None, image_size=32)
     split = data.split(images, seed=0)
     torch.manual_seed(0)
     vit, mean, std = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)

@@ -80,6 +80,8 @@ def test_eps_zero_reproduces_clean_accuracy_and_robust_never_exceeds_clean(micro
 
 class _Cheater(Attack):
     name = "cheater"
+    family = "single-step"
+    norm = "Linf"
 
     def perturb(self, model, images, labels, eps):
         return torch.clamp(images + 2 * eps, 0, 1)
@@ -176,6 +178,7 @@ class _BackwardFGSM(Attack):
 
     name = "backward_fgsm"
     family = "single-step"
+    norm = "Linf"
 
     def perturb(self, model, images, labels, eps):
         images = images.clone().requires_grad_(True)
@@ -185,7 +188,7 @@ class _BackwardFGSM(Attack):
 
 def test_an_attack_sweep_never_accumulates_gradients_into_the_model(micro_vit):
     vit, mean, std = micro_vit
-    from robench.backbone import Normalized
+    from robench.models import Normalized
 
     model = Normalized(vit, mean, std).eval()  # parameters require grad, as after training
     assert all(p.requires_grad for p in model.parameters())

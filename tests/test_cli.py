@@ -23,7 +23,7 @@ def test_list_shows_every_builtin_with_package_and_options(capsys):
     assert code == 0
     for name in ("full", "linear_probe", "fgsm", "pgd"):
         assert f"  {name} " in out
-    assert "from robench; options: steps=10, alpha=None, random_start=True" in out
+    assert "from robench 0.1.0; options: steps=10, alpha=None, random_start=True" in out
 
 
 def test_synthetic_run_writes_rows_config_and_leaderboard(capsys, tmp_path):
@@ -72,10 +72,12 @@ def test_leaderboard_command_rewrites_from_results(capsys, tmp_path):
         (["--eps", "abc"], "is not a number"),
         (["--seeds", "0,x"], "seeds must be whole numbers"),
         (["--backbone", "vit_tiny_patch16_22"], "unknown backbone 'vit_tiny_patch16_22': did you mean"),
-        (["--backbone", "resnet18"], "backbone resnet18 is not a Vision Transformer"),
+        (["--backbone", "resnet18", "--strategies", "vpt_deep"], "vpt_deep needs a timm VisionTransformer"),
+        (["--backbone", "open_clp:ViT-B-16"], "unknown backbone 'open_clp': did you mean open_clip?"),
         (["--weights", "/nonexistent/w.safetensors"], "weights file /nonexistent/w.safetensors not found"),
         (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--test-set", "isic2018"], "--test-set isic2018 needs --test-dir"),
+        (["--test-set", "isic2018"], "--test-set 'isic2018' is not a test set of dataset 'synthetic': use one of split"),
+        (["--dataset", "ham10000", "--data-dir", ".", "--test-set", "isic2018"], "--test-set isic2018 needs --test-dir"),
         (["--epochs", "0"], "--epochs must be a positive whole number"),
     ],
 )
@@ -118,7 +120,9 @@ def _micro_weights(path, **replace):
     import torch
     from safetensors.torch import save_file
 
-    from robench.backbone import MICRO, BackboneSpec, create_backbone
+    from robench_plugins.backbones.timm import MICRO
+
+    from robench.models import BackboneSpec, create_backbone
 
     vit, _, _ = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)
     state = {name: tensor.clone() for name, tensor in vit.state_dict().items()}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from robench import compute
-from robench.backbone import Normalized
+from robench.models import Normalized
 from robench.cli import main
 from robench.results import read_rows
 from robench.strategy import Recipe

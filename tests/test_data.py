@@ -16,12 +16,20 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 import robench.data.images
-from robench.data import HAM10000_CLASSES, ImageSet, load, load_isic2018_test, split
-from robench.data.ham10000 import MIN_LESIONS_PER_CLASS, select_lesions
-from robench.data.synthetic import load_synthetic
-from robench.errors import DataError
+from robench.data import ImageSet, split
+from robench.errors import DataError, PluginError
+from robench.prepare import resolve_dataset
+from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES
+from robench_plugins.datasets.ham10000.isic2018 import load_isic2018_test
+from robench_plugins.datasets.ham10000.release import MIN_LESIONS_PER_CLASS, select_lesions
+from robench_plugins.datasets.synthetic import load_synthetic
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load(name: str, *, data_dir=None, image_size: int, subset: int | None = None):
+    """A dataset plugin's images, found by name in the registry as a run finds them."""
+    return resolve_dataset(name).load(data_dir, image_size=image_size, subset=subset)
 
 # One flat colour per class, far apart, so a decoded image shows which file it came from.
 COLOURS = {"akiec": (220, 40, 40), "bcc": (40, 220, 40), "bkl": (40, 40, 220), "df": (220, 220, 40),
@@ -135,9 +143,9 @@ def test_a_broken_release_gives_a_one_line_error(tmp_path, damage, fragments):
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(PluginError) as excinfo:
         load("cifar10", image_size=8)
-    assert_one_line_error(excinfo, "'cifar10'", "ham10000, synthetic")
+    assert_one_line_error(excinfo, "unknown dataset 'cifar10'", "csv, folder", "ham10000", "synthetic")
 
 
 # --- decoding cache -------------------------------------------------------------------------
@@ -196,10 +204,10 @@ def ham_like_metadata(n_lesions: int = 900, seed: int = 1) -> pd.DataFrame:
 def test_lesion_subset_is_deterministic_stratified_and_keeps_lesions_whole():
     metadata = ham_like_metadata()
     chosen = select_lesions(metadata, 200)
-    subset = metadata.loc[chosen]
+    subset = metadata.iloc[chosen]
 
-    assert chosen.equals(select_lesions(metadata, 200))
-    assert not chosen.equals(select_lesions(metadata, 200, seed=1))
+    assert np.array_equal(chosen, select_lesions(metadata, 200))
+    assert not np.array_equal(chosen, select_lesions(metadata, 200, seed=1))
     assert 170 <= len(subset) <= 240
     whole = metadata[metadata["lesion_id"].isin(subset["lesion_id"])]
     assert len(whole) == len(subset)  # no lesion is cut

@@ -12,7 +12,9 @@ from safetensors import safe_open
 from torch import nn
 
 from robench import data
-from robench.backbone import MICRO, BackboneSpec, Normalized, create_backbone
+from robench.prepare import resolve_dataset
+from robench_plugins.backbones.timm import MICRO
+from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.cli import main
 from robench.defense import Defense, combined_label, defended_loss
 from robench.evaluate import attack_sweep, predict
@@ -85,7 +87,7 @@ EPS = 0.05  # large enough on 32x32 synthetic images for the undefended micro Vi
 
 @pytest.fixture(scope="module")
 def synthetic():
-    images = data.load("synthetic", image_size=32)
+    images = resolve_dataset("synthetic").load(None, image_size=32)
     split = data.split(images, seed=0)
     held_out = torch.cat([torch.as_tensor(split.val), torch.as_tensor(split.test)])
     return ((images.images[split.train], images.labels[split.train]), (images.images[split.val], images.labels[split.val]),
@@ -251,8 +253,8 @@ def run_cli(capsys, *argv):
 def test_list_shows_the_defenses(capsys):
     code, out, _ = run_cli(capsys, "list", "--kind", "defense")
     assert code == 0 and out.startswith("Defenses\n")
-    assert "  pgd_at " in out and "from robench; options: eps=0.01, steps=7, alpha=None" in out
-    assert "  fgsm_at " in out and "from robench; options: eps=0.01, alpha=None" in out
+    assert "  pgd_at " in out and "from robench 0.1.0; options: eps=0.01, steps=7, alpha=None" in out
+    assert "  fgsm_at " in out and "from robench 0.1.0; options: eps=0.01, alpha=None" in out
 
 
 @pytest.mark.parametrize(

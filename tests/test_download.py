@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from robench.data import HAM10000_CLASSES, load
-from robench.data.download import download_ham10000
 from robench.errors import DataError
+from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES, HAM10000
+from robench_plugins.datasets.ham10000.download import download_ham10000
 
 DOI = "doi:10.5072/FK2/TEST"
 IMAGE_IDS = [f"ISIC_00243{number:02d}" for number in range(8)]
@@ -108,7 +108,7 @@ def test_download_gives_the_layout_load_reads_and_skips_files_already_there(tmp_
 
     assert (target / "HAM10000_metadata.csv").read_text() == METADATA_CSV
     assert sorted(path.stem for path in (target / "HAM10000_images_part_1").glob("*.jpg")) == IMAGE_IDS[:4]
-    data = load("ham10000", data_dir=target, image_size=32)
+    data = HAM10000().load(target, image_size=32)
     assert data.ids == tuple(IMAGE_IDS) and [HAM10000_CLASSES[label] for label in data.labels] == DXS
     assert data.images.shape == (8, 3, 32, 32)
 

@@ -213,7 +213,8 @@ def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(ca
     """A real run (CLI, subnormal flush on as in every run) of a trained micro ViT with VPT-shallow,
     replayed outside robench's attack code with the run's seeding: same predictions per image."""
     from robench import checkpoints, runner
-    from robench.backbone import BackboneSpec, Normalized, create_backbone
+    from robench.fingerprint import model_key
+    from robench.models import BackboneSpec, Normalized, create_backbone
     from robench.train import to_pixels
 
     out, eps = tmp_path / "run", [0.005, 0.01]
@@ -235,7 +236,7 @@ def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(ca
     vit, mean, std = create_backbone(spec, 7)
     own = checkpoints.base_buffers(vit)
     adapted = strategy.plugin.adapt(vit)
-    key = checkpoints.key(run_config, strategy, 1, prepared)
+    key = model_key(config["comparable"], strategy, 1, prepared)  # the run's one fingerprint, as config.json holds it
     assert checkpoints.load(checkpoints.path_for(out, key), adapted, own, key) is not None
     model = Normalized(strategy.plugin.for_evaluation(adapted), mean, std).eval().requires_grad_(False)
 

@@ -39,7 +39,7 @@ def listing(installed, tmp_path_factory) -> subprocess.CompletedProcess:
 
 def test_installed_plugin_is_listed_with_its_package(listing):
     assert listing.returncode == 0, listing.stderr
-    assert "bitfit" in listing.stdout and "from robench-bitfit; options: train_norms=False" in listing.stdout
+    assert "bitfit" in listing.stdout and "from robench-bitfit 0.1.0; options: train_norms=False" in listing.stdout
 
 
 def test_installed_plugin_runs_and_gets_a_leaderboard_row(installed, tmp_path):
@@ -58,7 +58,7 @@ def test_without_the_plugin_the_name_is_unknown(tmp_path, capsys):
 
 
 def test_installed_attack_plugin_is_listed_and_is_weaker_than_fgsm(installed, listing, tmp_path):
-    assert "random_sign" in listing.stdout and "from robench-random-sign; options: draws=1" in listing.stdout
+    assert "random_sign" in listing.stdout and "from robench-random-sign 0.1.0; options: draws=1" in listing.stdout
     result = robench(installed, "run", "--dataset", "synthetic", "--strategies", "linear_probe",
                      "--attacks", "fgsm,random_sign:draws=3", "--eps", "0.03", "--out", "run", "--name", "r", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -59,6 +59,8 @@ class TrainingOOM(Full):
 
 class BrokenAttack(Attack):
     name = "broken_attack"
+    family = "iterative"
+    norm = "Linf"
 
     def perturb(self, model, images, labels, eps):
         raise ValueError("plugin bug in perturb")
@@ -66,6 +68,8 @@ class BrokenAttack(Attack):
 
 class AttackOOM(Attack):
     name = "attack_oom"
+    family = "iterative"
+    norm = "Linf"
 
     def perturb(self, model, images, labels, eps):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
@@ -165,9 +169,9 @@ def test_out_of_memory_says_which_batch_size_to_lower(installed, capsys, tmp_pat
 
 
 def test_a_failed_cell_is_retried_by_the_next_run_and_superseded(capsys, tmp_path, monkeypatch):
-    import robench.runner
+    import robench.model_job
 
-    real_sweep = robench.runner.attack_sweep
+    real_sweep = robench.model_job.attack_sweep
     calls = []
 
     def flaky_sweep(model, attack, *args, **kwargs):  # fails the first time only, like a transient OOM
@@ -176,7 +180,7 @@ def test_a_failed_cell_is_retried_by_the_next_run_and_superseded(capsys, tmp_pat
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real_sweep(model, attack, *args, **kwargs)
 
-    monkeypatch.setattr(robench.runner, "attack_sweep", flaky_sweep)
+    monkeypatch.setattr(robench.model_job, "attack_sweep", flaky_sweep)
     argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--out", str(tmp_path / "run"),
             "--leaderboard-dir", str(tmp_path)]
     assert run_cli(capsys, *argv)[0] == 1

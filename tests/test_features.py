@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robench import features
-from robench.backbone import Normalized
+from robench.models import Normalized
 from robench.train import train
 from robench_plugins.strategies.linear_probe import LinearProbe
 

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from robench.backbone import Normalized
+from robench.models import Normalized
 from robench.data.images import load_images
 from robench.progress import progress, say
 from robench.train import frozen_features

@@ -13,7 +13,7 @@ from robench.cli import main
 from robench.data.split import stratified_sample
 from robench.results import read_rows
 from robench.runner import prepare_data
-from tests.test_data import COLOURS, write_jpeg
+from tests.test_data import COLOURS, write_jpeg, write_release
 
 FAST = ["run", "--dataset", "synthetic", "--epochs", "1", "--quiet", "--strategies", "linear_probe"]
 
@@ -77,8 +77,12 @@ def write_isic_test_dir(root, dxs=("nv", "nv", "mel", "bkl", "df", "vasc", "bcc"
 
 def test_runs_on_the_isic2018_test_set(capsys, tmp_path):
     test_dir = write_isic_test_dir(tmp_path / "isic")
+    release = tmp_path / "ham"
+    write_release(release, [(f"HAM_{100 * c + i:07d}", dx, 1) for c, dx in enumerate(COLOURS) for i in range(8)])
     out = tmp_path / "run"
-    code = main([*FAST, "--attacks", "fgsm", "--eps", "0.01", "--test-set", "isic2018", "--test-dir", str(test_dir),
+    code = main(["run", "--dataset", "ham10000", "--data-dir", str(release), "--backbone", "robench_vit_micro",
+                 "--image-size", "32", "--epochs", "1", "--quiet", "--strategies", "linear_probe",
+                 "--attacks", "fgsm", "--eps", "0.01", "--test-set", "isic2018", "--test-dir", str(test_dir),
                  "--attack-samples", "7", "--out", str(out), "--leaderboard-dir", str(tmp_path), "--name", "i"])
     assert code == 0, capsys.readouterr().err
     rows = read_rows(out)

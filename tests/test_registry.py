@@ -53,6 +53,30 @@ def test_two_packages_registering_one_name_is_an_error_naming_both():
         Registry(manager, {"robench:full": "robench", "robench-other:dup": "robench-other"})
 
 
+class _BrokenHook:
+    @robench.hookimpl
+    def register_attacks(self, register):
+        raise RuntimeError("the hook itself is broken")
+
+
+def test_a_plugin_whose_register_hook_raises_is_reported_and_the_others_still_register():
+    import pluggy
+
+    from robench import hookspecs
+    from robench_plugins.strategies import full
+
+    manager = pluggy.PluginManager("robench")
+    manager.add_hookspecs(hookspecs)
+    manager.register(full, name="robench:full")
+    manager.register(_BrokenHook(), name="robench-broken:hook")
+    registry = Registry(manager, {"robench:full": "robench", "robench-broken:hook": "robench-broken"})
+    assert registry.names("strategy") == ["full"]
+    assert [(f.entry_point, f.package) for f in registry.failures] == [("hook", "robench-broken")]
+    assert "RuntimeError: the hook itself is broken" in registry.failures[0].error
+    with pytest.raises(PluginError, match="plugin 'robench-broken' failed to load"):
+        registry.get("attack", "fgsm")
+
+
 def test_a_plugin_that_fails_to_import_is_reported_and_the_others_still_load(monkeypatch):
     class BrokenEntryPoint:
         name, value = "broken", "robench_broken_plugin_xyz"

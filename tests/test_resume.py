@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-import robench.runner
+import robench.model_job
 from robench import results
 from robench.cli import main
 from robench.resume import LOCK_FILE
@@ -43,13 +43,13 @@ def run_cli(capsys, *argv):
 def train_calls(monkeypatch) -> list[str]:
     """The label of every model the runner trains."""
     calls = []
-    real = robench.runner.train
+    real = robench.model_job.train
 
     def counting(*args, label="", **kwargs):
         calls.append(label)
         return real(*args, label=label, **kwargs)
 
-    monkeypatch.setattr(robench.runner, "train", counting)
+    monkeypatch.setattr(robench.model_job, "train", counting)
     return calls
 
 

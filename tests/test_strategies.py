@@ -12,7 +12,9 @@ import timm
 import torch
 from torch import nn
 
-from robench.backbone import MICRO, Normalized
+from robench_plugins.backbones.timm import MICRO
+
+from robench.models import Normalized
 from robench.errors import PluginError
 from robench.strategy import Recipe
 from robench.train import train
@@ -176,20 +178,14 @@ def test_frozen_backbone_stays_in_eval_mode_while_prompts_train(micro_vit, strat
 
 
 def test_vpt_refuses_backbones_it_cannot_serve(micro_vit):
-    no_cls = timm.create_model(MICRO, num_classes=CLASSES, class_token=False, global_pool="avg")
-    with pytest.raises(PluginError, match="needs a ViT whose head reads the CLS token.*class_token=False"):
-        VPTDeep().adapt(no_cls)
-    avg_pool = timm.create_model(MICRO, num_classes=CLASSES, global_pool="avg")
-    with pytest.raises(PluginError, match="global_pool='avg'"):
-        VPTShallow().adapt(avg_pool)
+    no_pool = timm.create_model(MICRO, num_classes=CLASSES, global_pool="")
+    with pytest.raises(PluginError, match="global_pool='' its head reads every token"):
+        VPTShallow().adapt(no_pool)
     distilled = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=CLASSES, img_size=32)
     with pytest.raises(PluginError, match="changes VisionTransformer._pos_embed"):
         VPTDeep().adapt(distilled)
     with pytest.raises(PluginError, match="needs a timm VisionTransformer"):
         VPTDeep().adapt(timm.create_model("resnet10t", num_classes=CLASSES))
-
-
-# ---------------------------------------------------------------- LoRA
 
 
 def test_lora_starts_as_the_base_model_and_merging_keeps_the_trained_function(micro_vit):
@@ -268,10 +264,10 @@ def test_bad_strategy_options_are_one_line_and_exit_code_2(capsys, tmp_path, str
 
 
 def test_a_backbone_vpt_cannot_serve_fails_before_any_training(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", *FAST, "--backbone", "vit_wee_patch16_reg1_gap_256", "--image-size", "32",
+    code, _, err = run_cli(capsys, "run", *FAST, "--backbone", "resnet10t", "--image-size", "32",
                            "--strategies", "full,vpt_deep", "--out", str(tmp_path / "r"))
     assert code == 2 and err.count("\n") == 1
-    assert "vpt_deep needs a ViT whose head reads the CLS token" in err
+    assert "vpt_deep needs a timm VisionTransformer or Eva" in err
     assert not (tmp_path / "r" / "results.jsonl").exists()
 
 

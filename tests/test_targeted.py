@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robench.attack import attack_loss
-from robench.data import HAM10000_CLASSES, HAM10000_MALIGNANT
+from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES, MALIGNANT as HAM10000_MALIGNANT
 from robench_plugins.attacks.pgd import PGD
 from tests.test_cli import run_cli
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from robench.backbone import Normalized
+from robench.models import Normalized
 from robench.strategy import Recipe
 from robench.train import augment, class_weights, head_only, train
 from robench_plugins.strategies.full import Full

@@ -139,7 +139,8 @@ def test_a_reference_strategy_replaces_each_columns_best(tmp_path):
 
 
 def test_run_refuses_a_reference_that_is_not_one_of_its_strategies(tmp_path):
-    from robench.backbone import MICRO, BackboneSpec
+    from robench_plugins.backbones.timm import MICRO
+    from robench.models import BackboneSpec
     from robench.errors import RobenchError
     from robench.options import parse_specs
     from robench.runner import RunConfig, plan

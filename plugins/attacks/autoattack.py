@@ -31,11 +31,18 @@ class AutoAttack(Attack):
 
     name = "autoattack"
     family = "ensemble"
+    norm = "Linf"
 
     def __init__(self, steps: int = 100, n_queries: int = 5000, seed: int = 0):
         if steps < 1 or n_queries < 1:
             raise ValueError(f"steps and n_queries must be >= 1, got steps={steps}, n_queries={n_queries}")
         self.steps, self.n_queries, self.seed = steps, n_queries, seed
+
+    def for_dataset(self, classes, malignant):
+        """Refuse a dataset of fewer than 4 classes before anything trains, not mid-run."""
+        if len(classes) < MIN_CLASSES:
+            raise ValueError(f"autoattack's targeted DLR loss needs at least {MIN_CLASSES} classes, this dataset has "
+                             f"{len(classes)}: use pgd (margin loss) with restarts, e.g. pgd:steps=100:restarts=5, and square")
 
     def perturb(self, model, images, labels, eps):
         attack = self.build(model, eps, n_classes=count_classes(model, images))
@@ -44,7 +51,7 @@ class AutoAttack(Attack):
     def build(self, model, eps: float, n_classes: int) -> torchattacks.AutoAttack:
         if n_classes < MIN_CLASSES:
             raise ValueError(f"autoattack needs a model with at least {MIN_CLASSES} classes, this one has {n_classes}")
-        attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=n_classes, seed=self.seed)
+        attack = torchattacks.AutoAttack(model, norm=self.norm, eps=eps, version="standard", n_classes=n_classes, seed=self.seed)
         for component in attack._autoattack.attacks:  # APGD, APGDT, FAB, Square
             if hasattr(component, "steps"):
                 component.steps = self.steps

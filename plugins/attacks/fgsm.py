@@ -29,6 +29,7 @@ class FGSM(Attack):
 
     name = "fgsm"
     family = "single-step"
+    norm = "Linf"
 
     def __init__(self, loss: str = "ce"):
         self.loss = check_loss(loss)

@@ -36,7 +36,7 @@ import math
 import torch
 
 import robench
-from robench.attack import MinimalAttack, attack_loss, check_loss, margins
+from robench.attack import MINIMAL, MinimalAttack, attack_loss, check_loss, margins
 
 FLOOR = 1024  # the search starts no lower than eps_max / FLOOR
 GROWTH = 2.0  # factor between successive probes while no example is found
@@ -48,6 +48,8 @@ class Minimal(MinimalAttack):
     """Smallest L-inf eps per image (up to eps_max): growing PGD probes, then warm-started log-bisection."""
 
     name = "minimal"
+    family = MINIMAL  # what MinimalAttack fixes; stated so that this file says all robench compares it by
+    norm = "Linf"  # eps* is an L-inf radius: the probes are sign steps clipped per pixel
 
     def __init__(self, eps_max: float = 16 / 255, rounds: int = 8, probe_steps: int = 3,
                  loss: str = "margin"):

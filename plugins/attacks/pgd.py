@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 
 import robench
-from robench.attack import Attack, check_loss, gradient, project
+from robench.attack import TARGETED, Attack, check_loss, pgd_steps
 
 
 class PGD(Attack):
@@ -45,6 +45,7 @@ class PGD(Attack):
 
     name = "pgd"
     family = "iterative"
+    norm = "Linf"
 
     def __init__(self, steps: int = 10, alpha: float | None = None, random_start: bool = True, restarts: int = 1,
                  loss: str = "margin", target: str | None = None):
@@ -63,7 +64,7 @@ class PGD(Attack):
         self.target, self.target_classes = target, None
         if target is not None:
             # aimed at some classes, not at any wrong one: not compared with untargeted attacks image by image
-            self.family = "targeted"
+            self.family = TARGETED
 
     def for_dataset(self, classes, malignant):
         """Resolve ``target``: one class name, or ``benign``: per image the benign class (one the dataset
@@ -110,12 +111,7 @@ class PGD(Attack):
 
     def run_once(self, model, images, labels, eps, alpha, targets=None):
         """One PGD run from one random start; the last iterate."""
-        adv = images.clone().detach()
-        if self.random_start:
-            adv = torch.clamp(adv + torch.empty_like(adv).uniform_(-eps, eps), min=0, max=1).detach()
-        for _ in range(self.steps):
-            adv = project(adv + alpha * gradient(model, adv, labels, self.loss, targets).sign(), images, eps)
-        return adv
+        return pgd_steps(model, images, labels, eps, alpha, self.steps, self.loss, self.random_start, targets)
 
 
 @robench.hookimpl

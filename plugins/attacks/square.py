@@ -23,6 +23,7 @@ class Square(Attack):
 
     name = "square"
     family = "iterative"
+    norm = "Linf"
     black_box = True
 
     def __init__(self, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0):
@@ -33,7 +34,7 @@ class Square(Attack):
         self.n_queries, self.p_init, self.seed = n_queries, p_init, seed
 
     def perturb(self, model, images, labels, eps):
-        attack = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=self.n_queries, p_init=self.p_init, seed=self.seed)
+        attack = torchattacks.Square(model, norm=self.norm, eps=eps, n_queries=self.n_queries, p_init=self.p_init, seed=self.seed)
         return attack(images, labels)
 
 

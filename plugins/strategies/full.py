@@ -1,4 +1,7 @@
-"""Full fine-tuning: every parameter of the pretrained ViT trains.
+"""Full fine-tuning: every parameter of the pretrained backbone trains.
+
+It serves every timm model with one classification head: the ViT families and the CNNs
+researchers compare them with (resnet50, convnext_tiny); docs/backbones.md has the tested matrix.
 
 It needs a small learning rate and a warm-up, or it forgets its pretraining and collapses to
 the majority class (the seed study's full-FT accuracy, 67.96%, is what always answering `nv`
@@ -15,7 +18,7 @@ least (BEiT, Bao et al. 2022; timm's ``layer_decay`` through the ViT's ``group_m
 from torch import nn
 
 import robench
-from robench.strategy import Recipe, Strategy
+from robench.strategy import Recipe, Strategy, single_head
 
 
 class Full(Strategy):
@@ -30,6 +33,7 @@ class Full(Strategy):
         self.layer_decay = layer_decay
 
     def adapt(self, model: nn.Module) -> nn.Module:
+        single_head(model, self.name, required=False)  # refuses a distilled DeiT's two heads
         model.requires_grad_(True)
         return model
 

@@ -3,12 +3,17 @@
 Because nothing before the head changes and the recipe does no augmentation, robench computes
 the backbone's features once per split and trains the head on them (see robench.train), so
 ten epochs cost one backbone pass. Defaults: AdamW, lr 1e-3, 30 epochs on cached features.
+
+"The head" is ``get_classifier()``, the last Linear layer, on any timm model with one: ViTs, CNNs
+(resnet50's ``fc`` on pooled features; convnext's ``head.fc``, after its pretrained, frozen
+``head.norm``), SigLIP's Linear after its frozen attention pool. The cached features are its input,
+``forward_head(forward_features(x), pre_logits=True)``. docs/backbones.md has the tested matrix.
 """
 
 from torch import nn
 
 import robench
-from robench.strategy import Recipe, Strategy
+from robench.strategy import Recipe, Strategy, single_head
 
 
 class LinearProbe(Strategy):
@@ -18,8 +23,9 @@ class LinearProbe(Strategy):
     recipe = Recipe(optimizer="adamw", lr=1e-3, weight_decay=1e-4, epochs=30, warmup_epochs=0, batch_size=64, augment=False)
 
     def adapt(self, model: nn.Module) -> nn.Module:
+        head = single_head(model, self.name)
         model.requires_grad_(False)
-        model.get_classifier().requires_grad_(True)
+        head.requires_grad_(True)
         return model
 
     def train_mode(self, model: nn.Module) -> None:

@@ -1,8 +1,8 @@
 """Visual prompt tuning, shallow and deep (Jia et al., "Visual Prompt Tuning", ECCV 2022).
 
-``prompts`` learnable tokens of the embedding width sit between the CLS token and the patch
-tokens, ``[CLS, P, patches]``; the pretrained backbone is frozen, only the prompts and the new
-head train, and the head reads the CLS token.
+``prompts`` learnable tokens of the embedding width sit after the prefix tokens (the CLS token,
+and registers where the model has them) and before the patch tokens, ``[CLS, P, patches]``; the
+pretrained backbone is frozen, only the prompts and the new head train.
 - ``vpt_shallow``: one prompt set, inserted before the first block.
 - ``vpt_deep``: one fresh set per block; from the second block on, the previous block's outputs
   in the prompt positions are replaced by this block's prompts.
@@ -11,8 +11,22 @@ As in the reference code (github.com/KMnP/vpt, src/models/vit_prompt/vit.py): pr
 position embedding (it is added to CLS and patches before they are inserted); they are drawn
 from uniform(-v, v) with v = sqrt(6 / (3 * patch_h * patch_w + dim)), 0.0625 for ViT-B/16;
 prompt dropout defaults to 0; the frozen encoder stays in eval mode while the prompts train.
-Works on any timm ``VisionTransformer`` whose head reads a CLS token (ViT, DeiT). Register tokens,
-if any, stay with the CLS token in front of the prompts.
+
+Which timm backbones it serves, and how (docs/backbones.md has the tested matrix):
+- the head reads what it read in pretraining: the CLS token (ViT, DeiT, CLIP, DINOv2), or the
+  image tokens pooled by mean (MAE's fine-tuning, timm's ``*_gap_*``, EVA-02) or by the attention
+  pool (SigLIP's MAP head). The last block's prompt outputs are dropped before pooling, as VPT
+  drops them with a CLS head (the reference code's ``img_pool``; it also offers pooling them in);
+- register tokens (DINOv2) stay with the CLS token in front of the prompts;
+- CLIP's pre-norm (``norm_pre``, CLIP's ln_pre) normalizes the first prompts with every other
+  token, as VPT on CLIP does in MaPLe's code (Khattak et al., CVPR 2023,
+  github.com/muzairkhattak/multimodal-prompt-learning, clip/model.py); deep prompts enter later
+  blocks as they are. On models without pre-norm this is the plain VPT above, bit for bit;
+- EVA-02's rotary position embedding (RoPE) rotates the patch tokens only: its attention skips
+  ``num_prefix_tokens`` tokens, which is raised by the prompt count, so prompts, like CLS, carry
+  no position (VPT's rule), and patches keep their own rotations.
+Refused in one line: CNNs, ViT subclasses that change where tokens go (distilled DeiT), and
+models with no pooling.
 
 Recipe: the paper's optimiser, SGD with momentum 0.9 and a cosine schedule after a linear
 warm-up (10% of the epochs: 10 of 100 there, 1 of 10 here). Its grid searches large prompt
@@ -33,18 +47,22 @@ import math
 from typing import ClassVar
 
 import torch
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 import robench
 from robench.errors import PluginError
-from robench.strategy import Recipe, Strategy
+from robench.strategy import Recipe, Strategy, architecture, single_head
+
+SERVED = (VisionTransformer, Eva)  # timm's ViT (ViT, DeiT, CLIP, DINOv2, MAE, SigLIP) and EVA/EVA-02
+USED = ("_pos_embed", "forward_features", "forward_head", "pool")  # their methods the prompted pass relies on
 
 
 class PromptedViT(nn.Module):
-    """A frozen timm ViT with VPT prompts: one set (shallow) or one per block (deep)."""
+    """A frozen timm ViT (or EVA) with VPT prompts: one set (shallow) or one per block (deep)."""
 
-    def __init__(self, vit: VisionTransformer, prompts: int, deep: bool, dropout: float):
+    def __init__(self, vit: VisionTransformer | Eva, prompts: int, deep: bool, dropout: float):
         super().__init__()
         self.vit = vit.requires_grad_(False)
         self.vit.get_classifier().requires_grad_(True)
@@ -54,21 +72,37 @@ class PromptedViT(nn.Module):
         self.prompts = nn.Parameter(torch.empty(sets, prompts, dim).uniform_(-bound, bound))
         self.prompt_dropout = nn.Dropout(dropout)
         self.deep = deep
+        if isinstance(vit, Eva):  # RoPE skips the first num_prefix_tokens tokens: CLS and now the prompts
+            for block in vit.blocks:
+                block.attn.num_prefix_tokens = vit.num_prefix_tokens + prompts
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """timm's ``VisionTransformer.forward_features`` with the prompts put in front of each block."""
-        vit = self.vit
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        """timm's ``forward_features`` with the prompts put in front of each block (see the module docstring)."""
+        vit, rope = self.vit, None
+        if isinstance(vit, Eva):
+            x, rope = vit._pos_embed(vit.patch_embed(x))  # EVA's _pos_embed applies its patch dropout too
+        else:
+            x = vit.patch_drop(vit._pos_embed(vit.patch_embed(x)))
         prefix, count = vit.num_prefix_tokens, self.prompts.shape[1]
         for index, block in enumerate(vit.blocks):
             if index == 0 or self.deep:
                 prompts = self.prompt_dropout(self.prompts[index]).expand(x.shape[0], -1, -1)
                 patches = x[:, prefix:] if index == 0 else x[:, prefix + count :]
                 x = torch.cat([x[:, :prefix], prompts, patches], dim=1)
-            x = block(x)
+            if index == 0:
+                x = vit.norm_pre(x)  # CLIP's ln_pre; nn.Identity elsewhere
+            if rope is None:
+                x = block(x)
+            else:
+                x = block(x, rope=rope[index] if getattr(vit, "rope_mixed", False) else rope)
         return vit.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The backbone's head on its own tokens: the last prompt outputs are dropped before a mean
+        or attention pool (a CLS head reads token 0 alone, so its input is left as it is)."""
+        if self.vit.global_pool != "token":
+            prefix, count = self.vit.num_prefix_tokens, self.prompts.shape[1]
+            x = torch.cat([x[:, :prefix], x[:, prefix + count :]], dim=1)
         return self.vit.forward_head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,19 +119,24 @@ class PromptedViT(nn.Module):
 
 
 def check_servable(model: nn.Module, strategy: str) -> None:
-    """Refuse a backbone on which the prompted forward pass would not be timm's ViT plus prompts."""
-    arch = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
-    if not isinstance(model, VisionTransformer):
-        raise PluginError(f"{strategy} needs a timm VisionTransformer (ViT, DeiT), not {arch} ({type(model).__name__}): pick a ViT backbone or another strategy")
-    cls = type(model)
-    for method in ("_pos_embed", "forward_features", "forward_head"):
-        if getattr(cls, method) is not getattr(VisionTransformer, method):
-            raise PluginError(f"{strategy} cannot serve {arch}: {cls.__name__} changes VisionTransformer.{method}, so prompts would be inserted in the wrong place; use a plain ViT or DeiT")
-    if not model.has_class_token or model.global_pool != "token" or model.attn_pool is not None:
+    """Refuse a backbone on which the prompted forward pass would not be timm's plus prompts."""
+    arch = architecture(model)
+    base = next((cls for cls in SERVED if isinstance(model, cls)), None)
+    if base is None:
         raise PluginError(
-            f"{strategy} needs a ViT whose head reads the CLS token, but {arch} has class_token={model.has_class_token}, "
-            f"global_pool={model.global_pool!r}: use a ViT with a CLS token and global_pool='token' (e.g. vit_base_patch16_224)"
+            f"{strategy} needs a timm VisionTransformer or Eva (ViT, DeiT, CLIP, DINOv2, MAE, SigLIP, EVA-02), "
+            f"not {arch} ({type(model).__name__}): pick a ViT backbone or another strategy (full, linear_probe)"
         )
+    cls = type(model)
+    for method in USED:
+        if getattr(cls, method) is not getattr(base, method):
+            raise PluginError(f"{strategy} cannot serve {arch}: {cls.__name__} changes {base.__name__}.{method}, which the prompted "
+                              f"forward pass builds on; use a plain ViT or DeiT (e.g. deit_tiny_patch16_224)")
+    if not model.global_pool:
+        raise PluginError(f"{strategy} cannot serve {arch}: with global_pool='' its head reads every token, prompts included; "
+                          f"build it with global_pool='token' or 'avg'")
+    if base is Eva and not all(hasattr(block.attn, "num_prefix_tokens") for block in model.blocks):
+        raise PluginError(f"{strategy} cannot serve {arch}: its attention does not say which tokens RoPE skips, so prompts would get positions")
 
 
 class _VPT(Strategy):
@@ -114,18 +153,19 @@ class _VPT(Strategy):
 
     def adapt(self, model: nn.Module) -> nn.Module:
         check_servable(model, self.name)
+        single_head(model, self.name)
         return PromptedViT(model, self.prompts, self.deep, self.dropout)
 
 
 class VPTShallow(_VPT):
-    """VPT-shallow (Jia et al. 2022): prompts before the first block; frozen ViT, head on CLS."""
+    """VPT-shallow (Jia et al. 2022): prompts before the first block; frozen ViT, head as pretrained."""
 
     name = "vpt_shallow"
     deep = False
 
 
 class VPTDeep(_VPT):
-    """VPT-deep (Jia et al. 2022): a fresh prompt set before every block; frozen ViT, head on CLS."""
+    """VPT-deep (Jia et al. 2022): a fresh prompt set before every block; frozen ViT, head as pretrained."""
 
     name = "vpt_deep"
     deep = True

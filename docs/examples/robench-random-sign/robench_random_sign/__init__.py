@@ -18,6 +18,7 @@ class RandomSign(Attack):
 
     name = "random_sign"
     family = "single-step"
+    norm = "Linf"  # every pixel moves by at most eps
     black_box = True  # uses no gradient: beating a white-box attack means masked gradients
 
     def __init__(self, draws: int = 1):

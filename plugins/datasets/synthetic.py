@@ -10,21 +10,24 @@ Class frequencies follow HAM10000's (nv about two thirds).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
-from robench.data import HAM10000_CLASSES, ImageSet
+import robench
+from robench.dataset import Dataset, ImageSet
 
+CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")  # HAM10000's, which it imitates
 SEED = 0
 DEFAULT_SIZE = 700  # images, about
-# HAM10000's class counts, in HAM10000_CLASSES order: the synthetic set keeps their proportions.
+# HAM10000's class counts, in CLASSES order: the synthetic set keeps their proportions.
 _HAM10000_COUNTS = (327, 514, 1099, 115, 1113, 6705, 142)
 _MIN_LESIONS_PER_CLASS = 8  # so that the rarest classes still reach train, val and test
 _IMAGES_PER_LESION = 2.5  # on average: two or three
 # Drawn at most this large and upsampled: the shapes are coarse, and 224x224 stays fast.
 _MAX_RENDER_SIZE = 64
 
-# Per class (HAM10000_CLASSES order): blob RGB, Lp-norm exponent of the outline (1 diamond, 2 disc,
+# Per class (CLASSES order): blob RGB, Lp-norm exponent of the outline (1 diamond, 2 disc,
 # 6 squarish), aspect ratio, ring (hollow centre), lobes on the border, texture frequency in cycles
 # per radius (coarse enough to survive 32x32) and texture kind (0 none, 1 stripes, 2 dots).
 _COLOUR = ((0.80, 0.33, 0.33), (0.66, 0.42, 0.62), (0.62, 0.44, 0.24), (0.50, 0.32, 0.22),
@@ -35,6 +38,27 @@ _RING = (0, 1, 0, 0, 0, 0, 0)
 _LOBES = (0, 0, 0, 0, 5, 0, 0)
 _TEXTURE_FREQ = (2.5, 0.0, 2.0, 1.5, 1.5, 0.0, 2.0)
 _TEXTURE_KIND = (2, 0, 1, 1, 2, 0, 2)
+
+
+class Synthetic(Dataset):
+    """Synthetic HAM10000 look-alike from a seed: the whole benchmark offline, in seconds."""
+
+    name = "synthetic"
+    symmetries = "dihedral"  # blobs are drawn at random orientations
+    positive = ("akiec", "bcc", "mel")
+    default_backbone = "robench_vit_micro"
+    offline = True
+
+    def __init__(self, seed: int = SEED):
+        self.seed = seed
+
+    def load(self, data_dir: Path | None, *, image_size: int, subset: int | None = None) -> ImageSet:
+        return load_synthetic(image_size=image_size, size=subset, seed=self.seed)
+
+
+@robench.hookimpl
+def register_datasets(register):
+    register(Synthetic)
 
 
 def load_synthetic(*, image_size: int, size: int | None = None, seed: int = SEED) -> ImageSet:
@@ -50,7 +74,7 @@ def load_synthetic(*, image_size: int, size: int | None = None, seed: int = SEED
         images = torch.nn.functional.interpolate(images, size=image_size, mode="bilinear")
     return ImageSet(
         name="synthetic",
-        classes=HAM10000_CLASSES,
+        classes=CLASSES,
         images=images,
         labels=labels,
         ids=tuple(f"synthetic_{index:05d}" for index in range(len(labels))),

@@ -6,7 +6,6 @@ Tschandl et al., Sci. Data 5, 180161 (2018); Harvard Dataverse doi:10.7910/DVN/D
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,14 @@ import pandas as pd
 import pooch
 import torch
 
-from robench.data import HAM10000_CLASSES, ImageSet
-from robench.data.images import load_images
+from robench.data import ImageSet, load_images, read_csv, select_groups
 from robench.errors import DataError
+
+# HAM10000's `dx` codes in alphabetical order: the label indices of this dataset and of ISIC 2018.
+CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+# Malignant or pre-malignant (melanoma, basal cell carcinoma, actinic keratosis / Bowen's disease);
+# the others are benign. Calling one of these benign is a missed cancer (robench.per_class).
+MALIGNANT = ("akiec", "bcc", "mel")
 
 METADATA = "HAM10000_metadata.csv"
 # The shared copy keeps every image in images/; the Dataverse release splits them over two zips.
@@ -46,61 +50,33 @@ def load_ham10000(
     metadata = read_csv(root / METADATA, ("lesion_id", "image_id", "dx"), hint=_DOWNLOAD_HINT)
     _check_classes(metadata, root / METADATA)
     paths = _image_paths(root, metadata["image_id"])
-    chosen = metadata if subset is None else metadata.loc[select_lesions(metadata, subset)]
+    chosen = metadata if subset is None else metadata.iloc[select_lesions(metadata, subset)]
     extent = f"{len(metadata)} images"
     if subset is not None:
         extent = f"{len(chosen)} of {extent} (class-stratified lesion subset, seed {SUBSET_SEED})"
     return ImageSet(
         name="ham10000",
-        classes=HAM10000_CLASSES,
+        classes=CLASSES,
         images=load_images([paths[image_id] for image_id in chosen["image_id"]], image_size),
-        labels=torch.tensor([HAM10000_CLASSES.index(dx) for dx in chosen["dx"]], dtype=torch.int64),
+        labels=torch.tensor([CLASSES.index(dx) for dx in chosen["dx"]], dtype=torch.int64),
         ids=tuple(chosen["image_id"]),
         groups=tuple(chosen["lesion_id"]),
         description=f"HAM10000 ({root}), {extent}, {image_size}x{image_size}",
     )
 
 
-def read_csv(path: Path, columns: Sequence[str], *, hint: str) -> pd.DataFrame:
-    """A CSV that must exist and hold `columns`; `hint` tells the user how to get a good copy."""
-    if not path.is_file():
-        raise DataError(f"{path} not found: {hint}")
-    try:
-        table = pd.read_csv(path, dtype=str)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise DataError(f"{path} is not a readable CSV ({' '.join(str(error).split())}): {hint}") from None
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise DataError(f"{path} lacks the column(s) {', '.join(missing)}: {hint}")
-    return table
-
-
-def select_lesions(metadata: pd.DataFrame, size: int, *, seed: int = SUBSET_SEED) -> pd.Index:
-    """Row labels of whole lesions totalling about `size` images, in each class's natural share.
-
-    Chosen from the metadata alone, before any decoding. Per class, lesions are shuffled with a
-    fixed seed and taken while the running image count stays within the class's share of `size`;
-    every class keeps at least MIN_LESIONS_PER_CLASS lesions (or all it has).
-    """
-    if size < 1:
-        raise DataError(f"subset must be a positive number of images, got {size}")
-    rng = np.random.default_rng(seed)
-    share = metadata["dx"].value_counts(normalize=True)
-    lesion_sizes = metadata.groupby("lesion_id", sort=True).agg(dx=("dx", "first"), images=("image_id", "size"))
-    chosen = []
-    for dx, lesions in lesion_sizes.groupby("dx", sort=True):
-        shuffled = lesions.iloc[rng.permutation(len(lesions))]
-        within_share = int(np.searchsorted(shuffled["images"].cumsum(), size * share[dx], side="right"))
-        chosen.extend(shuffled.index[: max(within_share, MIN_LESIONS_PER_CLASS)])
-    return metadata.index[metadata["lesion_id"].isin(chosen)]
+def select_lesions(metadata: pd.DataFrame, size: int, *, seed: int = SUBSET_SEED) -> np.ndarray:
+    """Positions of whole lesions totalling about `size` images, each class in its natural share
+    and with at least MIN_LESIONS_PER_CLASS lesions (robench.data.select_groups)."""
+    return select_groups(metadata["dx"], metadata["lesion_id"], size, seed=seed, min_groups=MIN_LESIONS_PER_CLASS)
 
 
 def _check_classes(metadata: pd.DataFrame, path: Path) -> None:
-    unknown = sorted({str(dx) for dx in metadata["dx"]} - set(HAM10000_CLASSES))
+    unknown = sorted({str(dx) for dx in metadata["dx"]} - set(CLASSES))
     if unknown:
         raise DataError(
             f"{path} has unknown dx value(s) {', '.join(unknown)} "
-            f"(expected {', '.join(HAM10000_CLASSES)}): use the original HAM10000 metadata"
+            f"(expected {', '.join(CLASSES)}): use the original HAM10000 metadata"
         )
 
 

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robench.data import HAM10000_CLASSES, ImageSet
-from robench.data.ham10000 import read_csv
-from robench.data.images import load_images
+from robench.data import ImageSet, load_images, read_csv
 from robench.errors import DataError
+from robench_plugins.datasets.ham10000.release import CLASSES
 
 GROUND_TRUTH = "ISIC2018_Task3_Test_GroundTruth.csv"
 _HINT = "point to the ISIC 2018 Task 3 test folder (ground-truth CSV and images/)"
@@ -23,7 +22,7 @@ _HINT = "point to the ISIC 2018 Task 3 test folder (ground-truth CSV and images/
 def load_isic2018_test(test_dir: Path | str, *, image_size: int) -> ImageSet:
     """Every test image that has a file; missing files are skipped and counted in the description."""
     root = Path(test_dir)
-    columns = [dx.upper() for dx in HAM10000_CLASSES]
+    columns = [dx.upper() for dx in CLASSES]
     truth = read_csv(root / GROUND_TRUTH, ["image", *columns], hint=_HINT)
     one_hot = truth[columns].apply(pd.to_numeric, errors="coerce").to_numpy()
     if not (np.isin(one_hot, (0, 1)).all() and (one_hot.sum(axis=1) == 1).all()):
@@ -40,7 +39,7 @@ def load_isic2018_test(test_dir: Path | str, *, image_size: int) -> ImageSet:
     ids = tuple(truth["image"][present])
     return ImageSet(
         name="isic2018_test",
-        classes=HAM10000_CLASSES,
+        classes=CLASSES,
         images=load_images(list(paths[present]), image_size),
         labels=torch.from_numpy(one_hot[present].argmax(axis=1)),
         ids=ids,

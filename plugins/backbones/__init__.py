@@ -1,0 +1,1 @@
+"""Built-in backbone providers, one module each."""

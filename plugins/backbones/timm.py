@@ -1,0 +1,93 @@
+"""timm's models (the default provider): ``--backbone vit_base_patch16_224`` or ``timm:NAME``.
+
+ViTs get ``img_size`` so that their position embeddings are interpolated to ``--image-size``;
+CNNs (resnet50, convnext_tiny: the baseline researchers compare with) take any size as they are.
+Also registers ``robench_vit_micro``, a 0.2M-parameter ViT for the offline synthetic benchmark.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+from safetensors import SafetensorError
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+import robench
+from robench.backbone import Backbone
+from robench.errors import RobenchError
+
+MICRO = "robench_vit_micro"
+# timm reads a module's `default_cfgs` when registering a model: this gives the micro ViT its
+# input size and a mean/std, like any timm model.
+default_cfgs = generate_default_cfgs({MICRO: dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=7)})
+
+
+@register_model
+def robench_vit_micro(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """A ViT of 0.2M parameters for the offline synthetic benchmark and for tests (no hub weights,
+    but a local file given with ``--weights`` loads like any timm model's)."""
+    if pretrained and not (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
+        raise RobenchError(f"{MICRO} has no pretrained weights: it is for the synthetic dataset and tests")
+    options = dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0) | kwargs
+    return build_model_with_cfg(VisionTransformer, MICRO, pretrained=pretrained, **options)
+
+
+class Timm(Backbone):
+    """timm's models (default): any timm ViT, DeiT, CLIP, DINOv2, ...; CNNs for full and linear_probe."""
+
+    name = "timm"
+
+    def check(self, model: str) -> None:
+        if not timm.is_model(model):
+            known = timm.list_models("vit_*") + timm.list_models("deit_*") + [MICRO]
+            close = difflib.get_close_matches(model, known, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise RobenchError(f"unknown backbone {model!r}: {hint}any timm model works, e.g. vit_base_patch16_224 (list: timm.list_models('vit_*'))")
+
+    def default_image_size(self, model: str) -> int:
+        try:
+            return int(timm.models.get_pretrained_cfg(model).input_size[-1])
+        except (AttributeError, RuntimeError, TypeError):
+            return 224
+
+    def create(self, model: str, *, num_classes: int, image_size: int, weights: Path | None,
+               pretrained: bool) -> tuple[nn.Module, tuple, tuple]:
+        kwargs = dict(num_classes=num_classes, img_size=image_size)
+        if weights is not None:
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+        else:
+            kwargs.update(pretrained=pretrained and model != MICRO)
+        described = weights.name if weights is not None else "timm hub"
+        try:
+            try:
+                built = timm.create_model(model, **kwargs)
+            except TypeError as exc:  # a CNN: it takes any input size and no img_size
+                if "img_size" not in str(exc):
+                    raise
+                built = timm.create_model(model, **{k: v for k, v in kwargs.items() if k != "img_size"})
+        except RobenchError:
+            raise
+        except TypeError as exc:
+            raise RobenchError(f"timm cannot build {model} ({str(exc).splitlines()[0][:150]}): pick another backbone") from None
+        except RuntimeError as exc:  # state-dict mismatch: the weights are another model's
+            details = "; ".join(line.strip() for line in str(exc).splitlines()[1:3])
+            raise RobenchError(
+                f"weights {described} do not fit backbone {model}: {details[:300]}; "
+                f"pass the weights of {model} or the backbone they belong to"
+            ) from None
+        except (OSError, ValueError, SafetensorError) as exc:  # hub unreachable, unreadable file
+            raise RobenchError(
+                f"could not load weights {described} for {model} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                f"pass a readable local weights file of {model} with --weights"
+            ) from None
+        cfg = built.pretrained_cfg
+        return built, tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
+
+
+@robench.hookimpl
+def register_backbones(register):
+    register(Timm)

@@ -1,0 +1,112 @@
+"""The `robench` command line's flags and help: what each command takes, with nothing run.
+
+Kept apart from the handlers (robench.cli, robench.cli_run) so that a config file's keys can be
+checked against the run flags without importing what runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_BACKBONE = "vit_base_patch16_224"
+KINDS = ("strategy", "attack", "defense", "dataset", "backbone")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"robench {_robench_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", aliases=["plugins"], help="list strategies, attacks, defenses, datasets and backbone providers")
+    listing.add_argument("--kind", choices=KINDS, help="only this kind")
+    listing.set_defaults(handler="list")
+
+    run = commands.add_parser("run", help="train, attack and write results and a leaderboard")
+    run.add_argument("--config", type=Path, help="TOML file of settings, keys named like these flags; flags typed here win")
+    run.add_argument("--preset", help="a run shipped with robench, by name; `list` lists them (see `robench presets`)")
+    run.add_argument("--dataset", default="ham10000", help="a dataset with options: ham10000 (default), synthetic (offline), "
+                     "folder or csv:group=patient (your images), ... (robench list --kind dataset)")
+    run.add_argument("--data-dir", type=Path, help="the dataset's folder (HAM10000: default $ROBENCH_DATA_DIR or the download cache)")
+    run.add_argument("--subset", type=int, help="use a class-stratified subset of about N images (whole lesions)")
+    run.add_argument("--split-seed", type=int, default=0, help="seed of the grouped (e.g. by lesion) train/val/test split")
+    run.add_argument("--test-set", default="split",
+                     help="evaluate on the split's held-out part (default) or a dataset's external test set (ham10000: isic2018)")
+    run.add_argument("--test-dir", type=Path, help="the external test set's folder, with --test-set")
+    run.add_argument("--backbone", help=f"[PROVIDER:]MODEL: any timm model (default {DEFAULT_BACKBONE}; the micro ViT with "
+                     "--dataset synthetic), or open_clip:MODEL (pip install \"robench[open_clip]\")")
+    run.add_argument("--weights", type=Path, help="local weights file of the backbone (.safetensors/.pth/.bin); default: the provider's hub download")
+    run.add_argument("--image-size", type=int, help="input size (default: the backbone's, e.g. 224; 32 for the micro ViT)")
+    run.add_argument("--strategies", default="full", help="comma-separated, with options: full,vpt_deep:prompts=5:lr=0.5")
+    run.add_argument("--defenses", default="none",
+                     help="training-time defenses, each a model per strategy: none,pgd_at:eps=0.01 (default none)")
+    run.add_argument("--attacks", default="fgsm", help="comma-separated, with options: fgsm,pgd:steps=20")
+    run.add_argument("--eps", default="0.01,0.02", help="comma-separated eps in [0, 1] pixel units, or k/255")
+    run.add_argument("--seeds", default="0", help="comma-separated integer seeds, e.g. 0,1,2")
+    run.add_argument("--epochs", type=int, help="override every strategy's epochs")
+    run.add_argument("--batch-size", type=int, help="override every strategy's training batch size")
+    run.add_argument("--lr", type=float, help="override every strategy's learning rate")
+    run.add_argument("--attack-batch-size", type=int, default=64, help="batch size of attacks (default 64)")
+    run.add_argument("--attack-samples", type=int, metavar="N",
+                     help="attack a class-stratified subset of N test images, the same for every model "
+                     "(clean metrics still use the whole test set)")
+    run.add_argument("--protocol", choices=["all", "correct"], default="all",
+                     help="headline robust accuracy: over all test images (default) or the clean-correct subset")
+    run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    run.add_argument("--train-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                     help="training forward passes in bf16 autocast (weights stay fp32) or fp32; auto (default): bf16 on CUDA, fp32 on a CPU")
+    run.add_argument("--attack-precision", choices=["fp32", "bf16"], default="fp32",
+                     help="attack forward passes in fp32 (default) or bf16 autocast (CUDA only)")
+    run.add_argument("--channels-last", action="store_true", help="channels-last memory layout for images and convolution weights")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model while it trains (pays off on long GPU runs)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="run the models one after another here (default) or in parallel on Ray (pip install \"robench[ray]\")")
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="join this Ray cluster (e.g. auto, or ray://HOST:10001); default: start a local Ray instance")
+    run.add_argument("--ray-gpus-per-task", type=float, metavar="SHARE",
+                     help="share of a GPU each model reserves on Ray, e.g. 0.25 for four models per GPU (default 1 on CUDA)")
+    run.add_argument("--out", type=Path, help="run directory (default runs/<name>); running again on it resumes the run")
+    run.add_argument("--name", help="leaderboard name (default: the --out folder's name, else <dataset>-<backbone>-<time>)")
+    run.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"), help="where the markdown goes")
+    run.add_argument("--reference", metavar="STRATEGY",
+                     help="the strategy the page's paired tests compare every other with (default: each column's best)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
+    run.set_defaults(handler="run")
+
+    presets = commands.add_parser("presets", help="list the run presets shipped with robench, or print one to copy")
+    presets.add_argument("preset", nargs="?", help="print this preset's TOML, e.g. to redirect into a file and edit")
+    presets.set_defaults(handler="presets")
+
+    board = commands.add_parser("leaderboard", help="(re)write the markdown leaderboard of a run directory")
+    board.add_argument("run_dir", type=Path)
+    board.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
+    board.add_argument("--name", help="file name (default: the run's name)")
+    board.add_argument("--reference", metavar="STRATEGY", help="test every strategy against this one (default: the run's, else each column's best)")
+    board.set_defaults(handler="leaderboard")
+
+    plot = commands.add_parser("plot", help="(re)make the accuracy-vs-eps PNGs of a run directory, one per attack")
+    plot.add_argument("run_dir", type=Path)
+    plot.add_argument("--out", type=Path, help="folder for the PNGs (default: the run directory)")
+    plot.add_argument("--name", help="file name prefix, as the leaderboard's --name (default: the run's name)")
+    plot.set_defaults(handler="plot")
+
+    data_cmd = commands.add_parser("data", help="get datasets").add_subparsers(dest="data_command", required=True)
+    download = data_cmd.add_parser("download", help="download a dataset release, checksum-verified and resumable")
+    download.add_argument("dataset", help="a dataset that can be downloaded, e.g. ham10000")
+    download.add_argument("--to", type=Path, help="target folder (default: $ROBENCH_DATA_DIR or the per-user cache)")
+    download.set_defaults(handler="download")
+    return parser
+
+
+def _run_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices["run"]
+
+
+def _robench_version() -> str:
+    from robench import __version__
+
+    return __version__
+
+

@@ -1,0 +1,163 @@
+"""What a run is asked to do (RunConfig) and every plugin it names, resolved and checked.
+
+Everything that can be checked is checked here, before data is decoded or a model trains:
+names, options, recipes, eps, the dataset and its test set, the backbone provider. So bad
+input costs seconds, not hours.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from robench.attack import Attack, MinimalAttack
+from robench.backbone import BackboneSpec
+from robench.dataset import Dataset
+from robench.defense import NONE, Defense, combined_label
+from robench.errors import PluginError, RobenchError
+from robench.options import Spec, coerce, resolve
+from robench.prepare import SPLIT_TEST, Prepared, resolve_dataset
+from robench.registry import load_registry
+from robench.strategy import RECIPE_FIELDS, Recipe, Strategy
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; the CLI builds it from flags, a notebook can build it directly."""
+
+    dataset: str  # a --dataset spec: "ham10000", "csv:file=labels.csv:group=patient"
+    backbone: BackboneSpec
+    strategies: list[Spec]
+    attacks: list[Spec]
+    eps: list[float]
+    seeds: list[int]
+    out: Path
+    leaderboard_dir: Path
+    name: str
+    data_dir: Path | None = None
+    subset: int | None = None
+    split_seed: int = 0
+    test_set: str = SPLIT_TEST  # the split's held-out part, or an external test set of the dataset
+    test_dir: Path | None = None
+    recipe_overrides: dict = field(default_factory=dict)  # global --lr / --epochs / --batch-size
+    attack_batch_size: int = 64
+    attack_samples: int | None = None  # attack a class-stratified subset of this many test images
+    device: str = "auto"
+    protocol: str = "all"
+    command: str = ""
+    train_precision: str = "auto"  # bf16 autocast on CUDA, fp32 on a CPU (robench.compute)
+    attack_precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    executor: str = "local"  # or "ray" (robench.executors)
+    ray_address: str | None = None
+    ray_gpus_per_task: float | None = None
+    defenses: list[Spec] = field(default_factory=lambda: [Spec(NONE, NONE)])  # "none": train without one
+    reference: str | None = None  # the strategy label the page's paired tests compare with
+
+
+@dataclass
+class Planned:
+    """A strategy (with the defense it trains under, if any), an attack or a defense resolved from
+    its spec, ready to run. A defended strategy's label is the combined one: ``full + pgd_at``."""
+
+    label: str
+    plugin: Strategy | Attack | Defense
+    recipe: Recipe | None = None
+    defense: Planned | None = None
+
+
+class Plan(NamedTuple):
+    strategies: list[Planned]
+    attacks: list[Planned]
+    dataset: Dataset
+
+
+def plan(config: RunConfig) -> Plan:
+    """Resolve every spec into a plugin (and a strategy's recipe), failing on the first bad one."""
+    registry = load_registry()
+    dataset = resolve_dataset(config.dataset)
+    if config.test_set != SPLIT_TEST and config.test_set not in dataset.test_sets:
+        valid = ", ".join([SPLIT_TEST, *dataset.test_sets])
+        raise RobenchError(f"--test-set {config.test_set!r} is not a test set of dataset {dataset.name!r}: use one of {valid}")
+    registry.get("backbone", config.backbone.provider)
+    for value in config.eps:
+        if not 0 <= value <= 1:
+            raise RobenchError(f"eps {value} is outside [0, 1]: eps is in pixel units, e.g. 0.01 or 2/255")
+    strategies = [_strategy(registry, spec, config.recipe_overrides) for spec in config.strategies]
+    attacks = [Planned(spec.label, resolve(registry, "attack", spec)[0]) for spec in config.attacks]
+    refuse_duplicates([p.label for p in strategies], "strategy")
+    refuse_duplicates([p.label for p in attacks], "attack")
+    for attack in attacks:
+        eps_max = getattr(attack.plugin, "eps_max", None)
+        if isinstance(attack.plugin, MinimalAttack) and max(config.eps, default=0) > eps_max:
+            raise RobenchError(f"attack {attack.label} searches eps* up to eps_max={eps_max:g}, below --eps "
+                               f"{max(config.eps):g}: its rows there would count untested images as robust; "
+                               f"raise eps_max (e.g. {attack.plugin.name}:eps_max={max(config.eps):g}) or drop that eps")
+    defenses = plan_defenses(registry, config.defenses)
+    strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
+    if config.reference is not None and config.reference not in [p.label for p in strategies]:
+        raise RobenchError(f"--reference {config.reference!r} is not a strategy of this run: use one of "
+                           f"{', '.join(p.label for p in strategies)}")
+    return Plan(strategies, attacks, dataset)
+
+
+def _strategy(registry, spec: Spec, overrides: dict) -> Planned:
+    strategy, recipe_text = resolve(registry, "strategy", spec, reserved=RECIPE_FIELDS)
+    changes = {k: coerce(v, RECIPE_FIELDS[k], f"{spec.text!r}: option {k}") for k, v in recipe_text.items()}
+    try:
+        recipe = strategy.recipe.override(**overrides).override(**changes)
+    except ValueError as exc:
+        raise PluginError(f"invalid recipe for {spec.text!r}: {exc}") from None
+    return Planned(spec.label, strategy, recipe)
+
+
+def plan_defenses(registry, specs: list[Spec]) -> list[Planned | None]:
+    """Resolve ``--defenses``; ``none`` (no defense, an undefended model) becomes None."""
+    defenses = []
+    for spec in specs:
+        if spec.name == NONE and spec.options:
+            raise PluginError(f"defense {NONE!r} takes no options, got {spec.text!r}: write none, or a defense with options like pgd_at:eps=0.01")
+        defenses.append(None if spec.name == NONE else Planned(spec.label, resolve(registry, "defense", spec)[0]))
+    refuse_duplicates([spec.label for spec in specs], "defense")
+    return defenses
+
+
+def _defended(strategy: Planned, defense: Planned | None) -> Planned:
+    """The strategy trained under ``defense``, labelled ``strategy + defense`` (as is, without one)."""
+    if defense is None:
+        return strategy
+    return Planned(combined_label(strategy.label, defense.label), strategy.plugin, strategy.recipe, defense)
+
+
+def check_strategies_fit(strategies: list[Planned], model: torch.nn.Module, backbone: str) -> None:
+    """Adapt a copy of the backbone with each strategy, so that one which cannot serve it (VPT on a
+    model that is not a timm ViT, LoRA targets it lacks) fails in one line before any model trains."""
+    for plugin in {id(strategy.plugin): strategy.plugin for strategy in strategies}.values():  # once per strategy, not per defense
+        try:
+            plugin.adapt(copy.deepcopy(model))
+        except RobenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (a third party's adapt may raise anything)
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PluginError(f"strategy {plugin.name} cannot adapt backbone {backbone} ({type(exc).__name__}: {message[:200]}): "
+                              "pick another backbone or strategy (docs/backbones.md lists what works)") from None
+
+
+def tell_attacks_the_classes(attacks: list[Planned], prepared: Prepared) -> None:
+    """Let attacks that take class names (``pgd:target=nv``) resolve them, before anything trains."""
+    for attack in attacks:
+        try:
+            attack.plugin.for_dataset(list(prepared.images.classes), prepared.positive)
+        except ValueError as exc:
+            raise RobenchError(f"attack {attack.label}: {exc}") from None
+
+
+def refuse_duplicates(labels: list[str], kind: str) -> None:
+    seen = {label for label in labels if labels.count(label) > 1}
+    if seen:
+        raise RobenchError(f"{kind} {sorted(seen)[0]!r} is listed twice: list each once")
