@@ -64,7 +64,9 @@ def median_and_auc(matrix: np.ndarray, eps_max: float) -> dict[str, tuple[float,
     for key, per_seed, point in (("median", medians, point_median),
                                  ("auc", aucs, (np.minimum(capped, eps_max) / eps_max).mean())):
         replicates = per_seed[seeds.T, np.arange(REPLICATES)].mean(0)
-        low, high = np.nanquantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no correct image in any draw: undefined, NaN
+            low, high = np.nanquantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
         values = tuple(float(v) for v in (point, low, high))
         out[key] = tuple(math.inf if v > eps_max else v for v in values) if key == "median" else values
     return out
@@ -107,6 +109,9 @@ def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
 
 
 def _median(stat: tuple[float, float, float], eps_max: float) -> str:
+    if math.isnan(stat[0]):
+        return "n/a (no image right before the attack)"
+
     def show(v):
         return f">{255 * eps_max:g}" if math.isinf(v) else f"{255 * v:.3f}"
     value, low, high = stat

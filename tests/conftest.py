@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from robench.models import BackboneSpec, Normalized, create_backbone
 from robench_plugins.backbones.timm import MICRO
 
-from robench.models import BackboneSpec, Normalized, create_backbone
+# Under pytest-xdist (pyproject's addopts: two workers for two cores) each worker computes on one
+# thread, and so do the robench processes tests start: two torch threads per process on shared
+# cores run several times slower than one.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -45,7 +52,7 @@ def shared_or_skip(*parts: str) -> Path:
 
 
 def cpu_threads() -> None:
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1 if WORKER else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +63,11 @@ def trained():
     attacks that work from attacks that only look like they do.
     """
     from robench import data
-    from robench.prepare import resolve_dataset
-    from robench_plugins.backbones.timm import MICRO
     from robench.models import BackboneSpec, Normalized, create_backbone
+    from robench.prepare import resolve_dataset
     from robench.strategy import Recipe
     from robench.train import to_pixels, train
+    from robench_plugins.backbones.timm import MICRO
     from robench_plugins.strategies.full import Full
 
     images = resolve_dataset("synthetic").load(None, image_size=32)

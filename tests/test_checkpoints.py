@@ -10,8 +10,8 @@ from safetensors import safe_open
 from torch import nn
 
 from robench import checkpoints
-from robench_plugins.backbones.timm import MICRO
 from robench.models import BackboneSpec, create_backbone
+from robench_plugins.backbones.timm import MICRO
 from robench_plugins.strategies.full import Full
 from robench_plugins.strategies.linear_probe import LinearProbe
 

@@ -120,9 +120,8 @@ def _micro_weights(path, **replace):
     import torch
     from safetensors.torch import save_file
 
-    from robench_plugins.backbones.timm import MICRO
-
     from robench.models import BackboneSpec, create_backbone
+    from robench_plugins.backbones.timm import MICRO
 
     vit, _, _ = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)
     state = {name: tensor.clone() for name, tensor in vit.state_dict().items()}

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from robench import compute
-from robench.models import Normalized
 from robench.cli import main
+from robench.models import Normalized
 from robench.results import read_rows
 from robench.strategy import Recipe
 from robench.train import train

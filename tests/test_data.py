@@ -21,7 +21,10 @@ from robench.errors import DataError, PluginError
 from robench.prepare import resolve_dataset
 from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES
 from robench_plugins.datasets.ham10000.isic2018 import load_isic2018_test
-from robench_plugins.datasets.ham10000.release import MIN_LESIONS_PER_CLASS, select_lesions
+from robench_plugins.datasets.ham10000.release import (
+    MIN_LESIONS_PER_CLASS,
+    select_lesions,
+)
 from robench_plugins.datasets.synthetic import load_synthetic
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

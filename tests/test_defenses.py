@@ -12,16 +12,16 @@ from safetensors import safe_open
 from torch import nn
 
 from robench import data
-from robench.prepare import resolve_dataset
-from robench_plugins.backbones.timm import MICRO
-from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.cli import main
 from robench.defense import Defense, combined_label, defended_loss
 from robench.evaluate import attack_sweep, predict
+from robench.models import BackboneSpec, Normalized, create_backbone
+from robench.prepare import resolve_dataset
 from robench.results import read_rows
 from robench.strategy import Recipe
 from robench.train import train
 from robench_plugins.attacks.pgd import PGD
+from robench_plugins.backbones.timm import MICRO
 from robench_plugins.defenses.fgsm_at import FGSMAT
 from robench_plugins.defenses.pgd_at import PGDAT
 from robench_plugins.defenses.trades import TRADES

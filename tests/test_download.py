@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from robench.errors import DataError
-from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES, HAM10000
+from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES
+from robench_plugins.datasets.ham10000 import HAM10000
 from robench_plugins.datasets.ham10000.download import download_ham10000
 
 DOI = "doi:10.5072/FK2/TEST"

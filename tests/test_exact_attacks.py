@@ -158,6 +158,7 @@ def test_pgd_on_cross_entropy_is_bitwise_torchattacks(trained):
 def test_margin_pgd_is_not_weaker_than_cross_entropy_pgd_on_a_confident_model(confident):
     """Where cross-entropy saturates, PGD on it barely moves; PGD on the margin still fools."""
     model, x, y = confident
+    x, y = x[:32], y[:32]  # saturated CE gradients are subnormal, and slow on a CPU: a third of the test set
     results = {}
     for loss in ("ce", "margin"):
         torch.manual_seed(0)

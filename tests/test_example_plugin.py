@@ -51,7 +51,9 @@ def test_installed_plugin_runs_and_gets_a_leaderboard_row(installed, tmp_path):
 
 
 def test_without_the_plugin_the_name_is_unknown(tmp_path, capsys):
-    from robench.cli import main  # in this process, which does not see the examples' install folder
+    from robench.cli import (
+        main,  # in this process, which does not see the examples' install folder
+    )
 
     assert main(["run", "--dataset", "synthetic", "--strategies", "bitfit", "--out", str(tmp_path / "run")]) == 2
     assert "unknown strategy 'bitfit'" in capsys.readouterr().err

@@ -186,3 +186,18 @@ def test_an_eps_above_eps_max_is_refused_before_training(tmp_path, capsys):
     code = main(["run", "--dataset", "synthetic", "--strategies", "full", "--attacks", "minimal:eps_max=1.5",
                  "--out", str(tmp_path / "run")])
     assert code == 2 and "eps_max must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_model_with_no_image_right_has_no_median_eps_and_says_so():
+    import math
+    import warnings
+
+    import numpy as np
+
+    from robench.minimal_eps import _median, median_and_auc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning leaks from the bootstrap
+        stats = median_and_auc(np.zeros((2, 5)), 16 / 255)
+    assert math.isnan(stats["median"][0]) and stats["auc"] == (0.0, 0.0, 0.0)
+    assert _median(stats["median"], 16 / 255) == "n/a (no image right before the attack)"

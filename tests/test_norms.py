@@ -11,7 +11,14 @@ from torch import nn
 
 from robench import flags, leaderboard, per_class
 from robench.attack import (
-    NORMS, Attack, MinimalAttack, check_attack_class, check_perturbation, gradient, perturbation_size, project,
+    NORMS,
+    Attack,
+    MinimalAttack,
+    check_attack_class,
+    check_perturbation,
+    gradient,
+    perturbation_size,
+    project,
 )
 from robench.errors import PluginError
 from robench.evaluate import attack_sweep, predict

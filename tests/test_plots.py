@@ -13,10 +13,19 @@ from PIL import Image
 
 from robench import leaderboard
 from robench.cli import main
-from robench.summary import PROTOCOLS, summarise
 from robench.plots import curves, file_name, write_plots
 from robench.results import append_row, read_frame, write_config
-from tests.test_leaderboard import ATTACKS, CLEAN, FAILED, SEEDS, config, make_run, robust, row
+from robench.summary import PROTOCOLS, summarise
+from tests.test_leaderboard import (
+    ATTACKS,
+    CLEAN,
+    FAILED,
+    SEEDS,
+    config,
+    make_run,
+    robust,
+    row,
+)
 
 NAME = config()["name"]
 

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from robench.models import Normalized
 from robench.data.images import load_images
+from robench.models import Normalized
 from robench.progress import progress, say
 from robench.train import frozen_features
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from filelock import FileLock
@@ -20,8 +21,8 @@ from filelock import FileLock
 import robench.model_job
 from robench import results
 from robench.cli import main
-from robench.resume import LOCK_FILE
 from robench.results import RESULTS_FILE, append_row, drop_torn_tail, read_rows
+from robench.resume import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "seconds_per_epoch", "attack_seconds", "peak_mem_mb")
@@ -218,6 +219,39 @@ def test_a_checkpoint_that_does_not_fit_is_retrained(capsys, tmp_path, train_cal
     assert train_calls == ["linear_probe seed 0", "linear_probe seed 0"]
     rows = read_rows(tmp_path / "run")
     assert len(rows) == 3 and rows[-1]["clean_acc"] == rows[0]["clean_acc"]
+
+
+def test_a_new_plugin_version_gets_its_own_checkpoint_and_is_not_mixed_into_old_rows(capsys, tmp_path, train_calls,
+                                                                                     monkeypatch):
+    """Plugin provenance: a checkpoint key names the strategy's version, and a run folder refuses
+    rows of a plugin at another version than the one that wrote its earlier rows."""
+    from robench.fingerprint import model_key
+    from robench.registry import Plugin
+
+    argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+            "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path)]
+    assert run_cli(capsys, *argv)[0] == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["comparable"]["plugins"]["strategy linear_probe"] == f"robench {Plugin.version.fget(_builtin('linear_probe'))}"
+    monkeypatch.setattr(Plugin, "version", property(lambda self: "9.9" if self.name == "linear_probe" else "0.1.0"))
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1
+    assert "holds results of strategy linear_probe from robench 0.1.0, this robench has robench 9.9" in err
+    assert train_calls == ["linear_probe seed 0"]
+    code, _, err = run_cli(capsys, *argv[:-4], "--out", str(tmp_path / "fresh"), "--leaderboard-dir", str(tmp_path))
+    assert code == 0, err
+    old, new = (json.loads((tmp_path / d / "config.json").read_text())["comparable"] for d in ("run", "fresh"))
+    assert new["plugins"]["strategy linear_probe"] == "robench 9.9"
+    strategy = SimpleNamespace(label="linear_probe", plugin=SimpleNamespace(name="linear_probe"), defense=None)
+    prepared = SimpleNamespace(images=SimpleNamespace(ids=["a"], labels=[0]), split=SimpleNamespace(train=[0], val=[0]),
+                               dataset=SimpleNamespace(name="synthetic"))
+    assert model_key(old, strategy, 0, prepared)["plugin_version"] != model_key(new, strategy, 0, prepared)["plugin_version"]
+
+
+def _builtin(name):
+    from robench.registry import load_registry
+
+    return load_registry().get("strategy", name)
 
 
 @pytest.mark.parametrize(("change", "message"), [

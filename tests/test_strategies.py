@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import re
-
 import copy
 import math
+import re
 
 import pytest
 import timm
 import torch
 from torch import nn
 
-from robench_plugins.backbones.timm import MICRO
-
-from robench.models import Normalized
 from robench.errors import PluginError
-from robench.strategy import Recipe
+from robench.models import Normalized
+from robench.strategy import Recipe, Strategy
 from robench.train import train
+from robench_plugins.backbones.timm import MICRO
 from robench_plugins.strategies.full import Full
 from robench_plugins.strategies.linear_probe import LinearProbe
 from robench_plugins.strategies.lora import LoRA
@@ -293,3 +291,19 @@ def test_the_seed_study_grid_is_one_command_with_a_row_per_variant(capsys, tmp_p
     assert {label: clean[label]["trainable_params"] for label in expected} == expected
     assert all(r["peak_mem_mb"] > 0 and r["seconds_per_epoch"] > 0 for r in clean.values())
     assert "peak MiB" in board
+
+
+def test_a_strategy_whose_adapt_raises_anything_is_one_line_naming_it(micro_vit):
+    """A third party's adapt may raise any exception; the run refuses before training, in one line."""
+    from robench.plan import Planned, check_strategies_fit
+
+    class Clumsy(Strategy):
+        name = "clumsy"
+
+        def adapt(self, model):
+            return model.no_such_attribute
+
+    with pytest.raises(PluginError) as info:
+        check_strategies_fit([Planned("clumsy", Clumsy())], micro_vit[0], "robench_vit_micro")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("strategy clumsy cannot adapt backbone robench_vit_micro (AttributeError:")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from robench.attack import attack_loss
-from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES, MALIGNANT as HAM10000_MALIGNANT
 from robench_plugins.attacks.pgd import PGD
+from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES
+from robench_plugins.datasets.ham10000 import MALIGNANT as HAM10000_MALIGNANT
 from tests.test_cli import run_cli
-
 
 
 def test_targeted_margin_is_positive_exactly_when_the_model_answers_the_target():

@@ -139,11 +139,11 @@ def test_a_reference_strategy_replaces_each_columns_best(tmp_path):
 
 
 def test_run_refuses_a_reference_that_is_not_one_of_its_strategies(tmp_path):
-    from robench_plugins.backbones.timm import MICRO
-    from robench.models import BackboneSpec
     from robench.errors import RobenchError
+    from robench.models import BackboneSpec
     from robench.options import parse_specs
     from robench.runner import RunConfig, plan
+    from robench_plugins.backbones.timm import MICRO
 
     config = RunConfig("synthetic", BackboneSpec(MICRO, 32, pretrained=False), parse_specs("full,linear_probe", "strategy"),
                        parse_specs("fgsm", "attack"), [0.01], [0], tmp_path, tmp_path, "t", reference="lora")
