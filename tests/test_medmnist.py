@@ -102,3 +102,13 @@ def test_download_fetches_and_verifies_the_npz_from_a_server(tmp_path, monkeypat
         server.shutdown()
     assert main(["data", "download", "folder"]) == 2
     assert "cannot be downloaded by robench" in capsys.readouterr().err
+
+
+def test_without_the_extra_installed_the_dataset_says_how_to_get_it(monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "medmnist", None)  # as if it were not installed
+    code = main(["run", "--dataset", "medmnist", "--backbone", "robench_vit_micro", "--quiet",
+                 "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path / "boards")])
+    err = capsys.readouterr().err
+    assert code == 2 and 'needs the medmnist package: pip install "robench[medmnist]"' in err and err.count("\n") == 1

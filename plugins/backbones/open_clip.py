@@ -18,7 +18,7 @@ from torch import nn
 
 import robench
 from robench.backbone import Backbone
-from robench.errors import RobenchError
+from robench.errors import RobenchError, import_optional
 
 INSTALL = 'pip install "robench[open_clip]"'
 
@@ -88,11 +88,7 @@ class OpenClip(Backbone):
 
 
 def _import():
-    try:
-        import open_clip
-    except ImportError:
-        raise RobenchError(f"--backbone open_clip:... needs the open_clip package: {INSTALL}") from None
-    return open_clip
+    return import_optional("open_clip", "--backbone open_clip:...", INSTALL)
 
 
 @robench.hookimpl

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import robench
 from robench.data import select_groups
 from robench.dataset import SPLITS, Dataset, ImageSet
-from robench.errors import DataError
+from robench.errors import DataError, import_optional
 
 INSTALL = 'pip install "robench[medmnist]"'
 SIZES = (28, 64, 128, 224)
@@ -105,11 +105,7 @@ def _rgb_at(pixels: np.ndarray, image_size: int) -> torch.Tensor:
 
 
 def _medmnist():
-    try:
-        import medmnist
-    except ImportError:
-        raise DataError(f"--dataset medmnist needs the medmnist package: {INSTALL}") from None
-    return medmnist
+    return import_optional("medmnist", "--dataset medmnist", INSTALL)
 
 
 @robench.hookimpl
