@@ -60,10 +60,10 @@ def independent(attack: str):
     if attack == "fgsm":
         return {"own": independent_fgsm, "torchattacks": lambda m, x, y, e: torchattacks.FGSM(m, eps=e)(x, y)}
     if attack == "pgd(loss=ce)":
-        return {"own": lambda m, x, y, e: independent_pgd(m, x, y, e, STEPS, "ce"),
+        return {"own": lambda m, x, y, e: independent_pgd(m, x, y, e, STEPS, "ce", keep_first_fooled=True),
                 "torchattacks": lambda m, x, y, e: torchattacks.PGD(m, eps=e, alpha=2.5 * e / STEPS, steps=STEPS)(x, y)}
     if attack == "pgd":
-        return {"own": lambda m, x, y, e: independent_pgd(m, x, y, e, STEPS, "margin")}
+        return {"own": lambda m, x, y, e: independent_pgd(m, x, y, e, STEPS, "margin", keep_first_fooled=True)}
     return {}
 
 

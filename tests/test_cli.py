@@ -23,7 +23,7 @@ def test_list_shows_every_builtin_with_package_and_options(capsys):
     assert code == 0
     for name in ("full", "linear_probe", "fgsm", "pgd"):
         assert f"  {name} " in out
-    assert "from robench 0.1.0; options: steps=10, alpha=None, random_start=True" in out
+    assert "from robench 0.2.0; options: steps=10, alpha=None, random_start=True" in out
 
 
 def test_synthetic_run_writes_rows_config_and_leaderboard(capsys, tmp_path):

@@ -190,7 +190,7 @@ def test_pgd_at_trains_on_the_pgd_attack_that_evaluates(micro_model):
     torch.manual_seed(7)
     ours = PGDAT(eps=0.03, steps=4).perturb(micro_model, images, labels)
     torch.manual_seed(7)
-    assert torch.equal(ours, PGD(steps=4, loss="ce").perturb(micro_model, images, labels, 0.03))  # Madry et al.'s loss
+    assert torch.equal(ours, PGD(steps=4, loss="ce", early_exit=False).perturb(micro_model, images, labels, 0.03))  # the paper's
 
 
 def test_trades_loss_is_clean_cross_entropy_plus_beta_times_the_kl_to_the_adversarial_outputs():
@@ -253,8 +253,8 @@ def run_cli(capsys, *argv):
 def test_list_shows_the_defenses(capsys):
     code, out, _ = run_cli(capsys, "list", "--kind", "defense")
     assert code == 0 and out.startswith("Defenses\n")
-    assert "  pgd_at " in out and "from robench 0.1.0; options: eps=0.01, steps=7, alpha=None" in out
-    assert "  fgsm_at " in out and "from robench 0.1.0; options: eps=0.01, alpha=None" in out
+    assert "  pgd_at " in out and "from robench 0.2.0; options: eps=0.01, steps=7, alpha=None" in out
+    assert "  fgsm_at " in out and "from robench 0.2.0; options: eps=0.01, alpha=None" in out
 
 
 @pytest.mark.parametrize(

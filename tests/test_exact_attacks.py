@@ -149,7 +149,7 @@ def test_margin_and_dlr_losses_have_their_closed_forms():
 def test_pgd_on_cross_entropy_is_bitwise_torchattacks(trained):
     model, x, y = trained
     torch.manual_seed(3)
-    ours = PGD(steps=5, loss="ce").perturb(model, x, y, 0.02)
+    ours = PGD(steps=5, loss="ce", early_exit=False).perturb(model, x, y, 0.02)
     torch.manual_seed(3)
     theirs = torchattacks.PGD(model, eps=0.02, alpha=2.5 * 0.02 / 5, steps=5, random_start=True)(x, y)
     assert torch.equal(ours, theirs)
@@ -171,13 +171,20 @@ def test_margin_pgd_is_not_weaker_than_cross_entropy_pgd_on_a_confident_model(co
 # ---------------------------------------------------------------- independent replay of a run
 
 
-def independent_pgd(model, x, y, eps, steps, loss):
-    """PGD written from the paper (Madry et al. 2018) for this test, sharing no code with robench."""
+def independent_pgd(model, x, y, eps, steps, loss, keep_first_fooled=False):
+    """PGD written from the paper (Madry et al. 2018) for this test, sharing no code with robench.
+
+    ``keep_first_fooled``: every image runs every step, and afterwards each keeps the first iterate
+    the model got wrong (the last one where none did): what robench's early-exit PGD must return.
+    """
     alpha = 2.5 * eps / steps
     adv = torch.clamp(x + torch.empty_like(x).uniform_(-eps, eps), 0, 1)
+    kept, done = adv.clone(), torch.zeros(len(y), dtype=torch.bool)
     for _ in range(steps):
         adv = adv.detach().requires_grad_(True)
         logits = model(adv)
+        wrong = logits.argmax(1) != y
+        kept[wrong & ~done], done = adv.detach()[wrong & ~done], done | wrong
         if loss == "ce":
             objective = nn.functional.cross_entropy(logits, y)
         else:  # the Carlini-Wagner margin: best other logit minus the true one
@@ -187,7 +194,10 @@ def independent_pgd(model, x, y, eps, steps, loss):
             objective = (others.max(1).values - true).sum()
         (grad,) = torch.autograd.grad(objective, adv)
         adv = torch.clamp(x + torch.clamp(adv + alpha * grad.sign() - x, -eps, eps), 0, 1)
-    return adv.detach()
+    if not keep_first_fooled:
+        return adv.detach()
+    kept[~done] = adv.detach()[~done]
+    return kept
 
 
 def replay_sweep(model, x, y, clean, attack, eps_values, seed: int, batch_size: int) -> dict[float, torch.Tensor]:
@@ -255,8 +265,8 @@ def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(ca
 
     expected = {
         "fgsm": replay(independent_fgsm),
-        "pgd": replay(lambda m, x, y, e: independent_pgd(m, x, y, e, 10, "margin")),
-        "pgd(loss=ce)": replay(lambda m, x, y, e: independent_pgd(m, x, y, e, 10, "ce")),
+        "pgd": replay(lambda m, x, y, e: independent_pgd(m, x, y, e, 10, "margin", keep_first_fooled=True)),
+        "pgd(loss=ce)": replay(lambda m, x, y, e: independent_pgd(m, x, y, e, 10, "ce", keep_first_fooled=True)),
     }
     for row in rows:
         if row["attack"] != "none":

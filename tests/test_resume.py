@@ -233,10 +233,12 @@ def test_a_new_plugin_version_gets_its_own_checkpoint_and_is_not_mixed_into_old_
     assert run_cli(capsys, *argv)[0] == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["comparable"]["plugins"]["strategy linear_probe"] == f"robench {Plugin.version.fget(_builtin('linear_probe'))}"
-    monkeypatch.setattr(Plugin, "version", property(lambda self: "9.9" if self.name == "linear_probe" else "0.1.0"))
+    installed = Plugin.version.fget(_builtin("linear_probe"))
+    real = Plugin.version
+    monkeypatch.setattr(Plugin, "version", property(lambda self: "9.9" if self.name == "linear_probe" else real.fget(self)))
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and err.count("\n") == 1
-    assert "holds results of strategy linear_probe from robench 0.1.0, this robench has robench 9.9" in err
+    assert f"holds results of strategy linear_probe from robench {installed}, this robench has robench 9.9" in err
     assert train_calls == ["linear_probe seed 0"]
     code, _, err = run_cli(capsys, *argv[:-4], "--out", str(tmp_path / "fresh"), "--leaderboard-dir", str(tmp_path))
     assert code == 0, err

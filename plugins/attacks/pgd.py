@@ -3,12 +3,18 @@
 Madry, Makelov, Schmidt, Tsipras and Vladu, "Towards Deep Learning Models Resistant to
 Adversarial Attacks", ICLR 2018. Threat model: L-inf, white box, pixel space [0, 1]:
     x_0 = clip_[0,1](x + U(-eps, eps)),  x_{t+1} = proj_{x, eps}(x_t + alpha * sign(grad L(f(x_t), y)))
-With ``loss=ce`` it is the same computation, in the same order and with the same random draws, as
-``torchattacks.PGD`` (bitwise equal, tested). Step size defaults to 2.5 * eps / steps (Madry et
+With ``loss=ce:early_exit=false`` it is the same computation, in the same order and with the same
+random draws, as ``torchattacks.PGD`` (bitwise equal, tested). Step size defaults to 2.5 * eps / steps (Madry et
 al.'s rule), so the attack can walk from one corner of the eps-ball to the other whatever eps is.
 With ``restarts=k`` the images that survive are attacked again from a fresh random start, up to k
 runs in all; each image keeps the first adversarial example that fools the model, so it counts
 as robust only if it survives every run.
+
+``early_exit`` (default on) keeps, per image, the first iterate that fools the model and stops
+computing for that image (robench.attack.pgd_first_fooled): the same steps for the images still
+running, so it is never weaker than the last-iterate PGD, and an undefended model, fooled in one
+or two steps, costs a fraction of ten steps (``python bench/pgd_cost.py``). ``early_exit=false``
+is the last-iterate PGD, bitwise torchattacks' with ``loss=ce``.
 
 Why ``loss=margin`` is the default (robench.attack.attack_loss): cross-entropy saturates on
 confident models, and PGD on it then stalls. ``python bench/attack_audit.py`` trained a model of
@@ -37,7 +43,7 @@ from __future__ import annotations
 import torch
 
 import robench
-from robench.attack import TARGETED, Attack, check_loss, pgd_steps
+from robench.attack import TARGETED, Attack, check_loss, pgd_first_fooled, pgd_steps
 
 
 class PGD(Attack):
@@ -48,7 +54,7 @@ class PGD(Attack):
     norm = "Linf"
 
     def __init__(self, steps: int = 10, alpha: float | None = None, random_start: bool = True, restarts: int = 1,
-                 loss: str = "margin", target: str | None = None):
+                 loss: str = "margin", target: str | None = None, early_exit: bool = True):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if alpha is not None and not 0 < alpha <= 1:
@@ -58,6 +64,7 @@ class PGD(Attack):
         if restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=true: without it every run is the same")
         self.steps, self.alpha, self.random_start, self.restarts = steps, alpha, random_start, restarts
+        self.early_exit = early_exit
         self.loss = check_loss(loss)
         if target is not None and loss == "dlr":
             raise ValueError("a targeted attack takes loss=ce or loss=margin, not dlr")
@@ -99,19 +106,27 @@ class PGD(Attack):
     def perturb(self, model, images, labels, eps):
         alpha = self.alpha if self.alpha is not None else 2.5 * eps / self.steps
         targets = self.targets(model, images, labels)
-        adv = self.run_once(model, images, labels, eps, alpha, targets)
+        adv, fooled = self.run_once(model, images, labels, eps, alpha, targets)
         for _ in range(self.restarts - 1):
+            unknown = (~fooled).nonzero().flatten()
             with torch.no_grad():
-                survivors = (model(adv).argmax(1) == labels).nonzero().flatten()
+                predicted = model(adv[unknown]).argmax(1)
+            wrong = predicted != labels[unknown] if targets is None else predicted == targets[unknown]
+            fooled[unknown[wrong]] = True
+            survivors = (~fooled).nonzero().flatten()
             if not len(survivors):
                 break
-            adv[survivors] = self.run_once(model, images[survivors], labels[survivors], eps, alpha,
-                                           None if targets is None else targets[survivors])
+            adv[survivors], fooled[survivors] = self.run_once(model, images[survivors], labels[survivors], eps, alpha,
+                                                              None if targets is None else targets[survivors])
         return adv
 
     def run_once(self, model, images, labels, eps, alpha, targets=None):
-        """One PGD run from one random start; the last iterate."""
-        return pgd_steps(model, images, labels, eps, alpha, self.steps, self.loss, self.random_start, targets)
+        """One PGD run from one random start: each image's first fooling iterate (``early_exit``) or
+        the last iterate; with which images it was seen to fool."""
+        if self.early_exit:
+            return pgd_first_fooled(model, images, labels, eps, alpha, self.steps, self.loss, self.random_start, targets)
+        adv = pgd_steps(model, images, labels, eps, alpha, self.steps, self.loss, self.random_start, targets)
+        return adv, torch.zeros(len(images), dtype=torch.bool, device=images.device)
 
 
 @robench.hookimpl
