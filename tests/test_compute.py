@@ -52,8 +52,7 @@ def _grid(capsys, tmp_path, name, *extra, strategies="full,linear_probe"):
 @cpu_only
 @pytest.mark.parametrize(("flags", "message"), [
     (["--device", "cuda"], "--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto"),
-    (["--train-precision", "bf16"], "--train-precision bf16 needs a CUDA device and this run is on cpu"),
-    (["--attack-precision", "bf16"], "--attack-precision bf16 needs a CUDA device and this run is on cpu"),
+    (["--device", "tpu"], "unknown device 'tpu': use auto, cpu or cuda"),
     (["--executor", "ray", "--ray-gpus-per-task", "0.5"], "--ray-gpus-per-task 0.5 needs a CUDA device"),
     (["--ray-address", "auto"], "--ray-address and --ray-gpus-per-task need --executor ray"),
 ])
@@ -160,18 +159,28 @@ def test_a_compiled_run_gives_the_rows_of_an_uncompiled_one(capsys, tmp_path):
 
 # --- GPU-only helpers, as far as a CPU can check them -----------------------------------------
 
-def test_bf16_autocast_only_on_cuda():
-    assert isinstance(compute.autocast(torch.device("cpu"), "bf16"), type(compute.autocast("cpu", "fp32")))
-    with pytest.warns(UserWarning) if not torch.cuda.is_available() else _nothing():
-        context = compute.autocast(torch.device("cuda"), "bf16")
-    assert isinstance(context, torch.autocast) and context.device == "cuda" and context.fast_dtype == torch.bfloat16
-    assert not isinstance(compute.autocast(torch.device("cuda"), "fp32"), torch.autocast)
+def test_bf16_autocast_on_cpu_and_cuda():
+    for device in ("cpu", "cuda"):
+        with pytest.warns(UserWarning) if device == "cuda" and not torch.cuda.is_available() else _nothing():
+            context = compute.autocast(torch.device(device), "bf16")
+        assert isinstance(context, torch.autocast) and context.device == device and context.fast_dtype == torch.bfloat16
+        assert not isinstance(compute.autocast(torch.device(device), "fp32"), torch.autocast)
+    with compute.autocast("cpu", "bf16"):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
 
 
-def test_auto_precision_is_bf16_on_cuda_and_fp32_on_cpu():
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_follows_what_the_cpu_computes_natively(monkeypatch, capsys, native):
+    """auto and bf16 use bf16 where torch reports AVX512-BF16 or AMX; elsewhere fp32, said and recorded."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    cpu = torch.device("cpu")
+    assert compute.resolve_precision("auto", cpu, "--train-precision") == "fp32"  # see resolve_precision
+    assert compute.resolve_precision("bf16", cpu, "--attack-precision") == ("bf16" if native else "fp32")
+    assert compute.resolve_precision("fp32", cpu, "--train-precision") == "fp32"
     assert compute.resolve_precision("auto", torch.device("cuda"), "--train-precision") == "bf16"
-    assert compute.resolve_precision("auto", torch.device("cpu"), "--train-precision") == "fp32"
-    assert compute.resolve_precision("bf16", torch.device("cuda"), "--attack-precision") == "bf16"
+    said = capsys.readouterr().err
+    assert ("no native bf16" in said) == (not native)
 
 
 def test_data_stays_on_the_cpu_and_on_a_gpu_too_small_for_it(monkeypatch):

@@ -58,7 +58,10 @@ class Timm(Backbone):
                pretrained: bool) -> tuple[nn.Module, tuple, tuple]:
         kwargs = dict(num_classes=num_classes, img_size=image_size)
         if weights is not None:
-            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+            # A local .safetensors/.pth is a state dict: newer timm sends a file of a model whose hub
+            # weights are JAX .npz (custom_load, the AugReg ViTs) to the .npz reader and fails.
+            custom = {} if Path(weights).suffix == ".npz" else {"custom_load": False}
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights), **custom))
         else:
             kwargs.update(pretrained=pretrained and model != MICRO)
         described = weights.name if weights is not None else "timm hub"

@@ -1,0 +1,90 @@
+"""Benchmark (issue 13): bf16 training on a CPU with native bf16, against fp32.
+
+1. Throughput: one training step of ViT-Ti/16 (full fine-tuning, AdamW, batch 32) at 112 and
+   224 px, bf16 autocast against fp32, interleaved, one thread; prints the ratio (goal >= 1.4).
+2. Accuracy parity: full fine-tuning of ViT-Ti/16 (real weights) on the HAM10000 subset of
+   bench/attack_audit.py (1,000 images, 112 px, 3 epochs), seeds 0-2, in each precision, through
+   ``robench run``; prints clean and balanced accuracy per seed, their mean and spread, and
+   whether bf16's mean lies within fp32's seed range.
+
+    python bench/bf16_cpu.py [DATA_DIR] [WEIGHTS] [OUT]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _timing import interleaved, report  # noqa: E402
+
+from robench import compute  # noqa: E402
+from robench.cli import main as robench  # noqa: E402
+from robench.models import BackboneSpec, Normalized, create_backbone  # noqa: E402
+from robench.results import read_rows  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else SHARED / "data" / "ham10000"
+WEIGHTS = Path(sys.argv[2]) if len(sys.argv) > 2 else SHARED / "weights" / "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors"
+OUT = Path(sys.argv[3]) if len(sys.argv) > 3 else REPO / "runs" / "bf16-cpu"
+TARGET = 1.4
+
+
+def step_time(size: int) -> tuple[float, float]:
+    torch.manual_seed(0)
+    vit, mean, std = create_backbone(BackboneSpec("vit_tiny_patch16_224", size, pretrained=False), 7)
+    model = Normalized(vit, mean, std).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = torch.rand(32, 3, size, size), torch.randint(0, 7, (32,))
+
+    def step(precision):
+        def run():
+            with compute.autocast("cpu", precision):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return run
+    return interleaved(step("fp32"), step("bf16"), repeats=5)
+
+
+def accuracy(precision: str) -> list[tuple[float, float]]:
+    out = OUT / precision
+    code = robench(["run", "--dataset", "ham10000", "--data-dir", str(DATA), "--subset", "1000", "--image-size", "112",
+                    "--backbone", "vit_tiny_patch16_224", "--weights", str(WEIGHTS), "--strategies", "full:epochs=3",
+                    "--attacks", "", "--seeds", "0,1,2", "--train-precision", precision, "--quiet",
+                    "--out", str(out), "--leaderboard-dir", str(out)])
+    assert code == 0
+    rows = sorted((r for r in read_rows(out) if r["attack"] == "none"), key=lambda r: r["seed"])
+    return [(r["clean_acc"], r["clean_bacc"]) for r in rows]
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    if not compute.fast_bf16(torch.device("cpu")):
+        sys.exit("this CPU has no native bf16 (AVX512-BF16 or AMX): nothing to measure")
+    ratios = []
+    for size in (112, 224):
+        fp32, bf16 = step_time(size)
+        ratios.append(fp32 / bf16)
+        print(f"ViT-Ti/16 training step at {size} px, batch 32: fp32 {fp32:.3f} s, bf16 {bf16:.3f} s, speed-up {fp32 / bf16:.2f}x")
+    report("bf16 / fp32 training throughput on this CPU, smallest of 112 and 224 px", min(ratios), f">= {TARGET}", min(ratios) >= TARGET)
+    found = {precision: accuracy(precision) for precision in ("fp32", "bf16")}
+    for precision, seeds in found.items():
+        print(f"{precision}: " + ", ".join(f"seed {s}: acc {100 * a:.1f}%, bacc {100 * b:.1f}%" for s, (a, b) in enumerate(seeds)))
+    for index, metric in enumerate(("clean accuracy", "balanced accuracy")):
+        fp32 = [seed[index] for seed in found["fp32"]]
+        bf16 = statistics.mean(seed[index] for seed in found["bf16"])
+        inside = min(fp32) <= bf16 <= max(fp32)
+        print(f"{metric}: bf16 mean {100 * bf16:.1f}%, fp32 seeds {100 * min(fp32):.1f}-{100 * max(fp32):.1f}% "
+              f"(mean {100 * statistics.mean(fp32):.1f}%): {'within' if inside else 'OUTSIDE'} the fp32 seed range")
+
+
+if __name__ == "__main__":
+    main()
