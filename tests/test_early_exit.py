@@ -104,3 +104,25 @@ def test_restarts_attack_only_what_survived_and_never_lose_a_fooled_image(correc
     torch.manual_seed(4)
     thrice = PGD(**weak, restarts=3).perturb(model, x, y, 1 / 255)
     assert robust(model, thrice, y) <= robust(model, once, y)
+
+
+def test_autoattack_ends_once_every_image_is_fooled_and_is_never_weaker(correct):
+    """At 64/255 every image falls within APGD-CE's iterations: early exit returns then, with
+    adversarial examples the model gets wrong. Where some images survive (0.5/255), the attack is
+    torchattacks' own, bitwise."""
+    from robench_plugins.attacks.autoattack import AutoAttack
+
+    model, x, y = correct
+    x, y = x[:16], y[:16]  # FAB-T is slow on a CPU
+    for net, labels, eps, all_fall in ((model, y, 64 / 255, True), (model, y, 0.5 / 255, False)):
+        counted, runs = RowCounter(net), {}
+        for early in (True, False):
+            counted.rows = 0
+            adv = AutoAttack(steps=10, n_queries=10, early_exit=early).perturb(counted, x, labels, eps)
+            runs[early] = (adv, robust(net, adv, labels), counted.rows)
+        (early_adv, early_acc, early_rows), (plain_adv, plain_acc, plain_rows) = runs[True], runs[False]
+        assert early_acc <= plain_acc and (early_adv - x).abs().max() <= eps + 1e-6
+        if all_fall:
+            assert early_acc == 0 and early_rows < 0.6 * plain_rows
+        else:
+            assert plain_acc > 0 and torch.equal(early_adv, plain_adv)
