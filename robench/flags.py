@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from robench.attack import CLEAN, FAMILIES, MINIMAL
@@ -232,11 +233,13 @@ def _pairs(group: pd.DataFrame) -> Iterator[tuple[str, str, float, float, float]
     over the seeds both have, and the tolerance of the comparison."""
     table = group.pivot(index="seed", columns="attack", values="robust_acc")
     tolerance = _tolerance(group)
-    for a in table.columns:
-        for b in table.columns:
-            both = table[[a, b]].dropna()
-            if a != b and len(both):
-                yield a, b, both[a].mean(), both[b].mean(), tolerance
+    values = table.to_numpy(dtype=float)  # numpy, not a DataFrame per pair: a page has thousands of pairs
+    present = ~np.isnan(values)
+    for i, a in enumerate(table.columns):
+        for j, b in enumerate(table.columns):
+            both = present[:, i] & present[:, j]
+            if a != b and both.any():
+                yield a, b, values[both, i].mean(), values[both, j].mean(), tolerance
 
 
 def _tolerance(rows: pd.DataFrame) -> float:
