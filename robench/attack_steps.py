@@ -118,8 +118,8 @@ def pgd_first_fooled(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     images were fooled at the step before: then the gradient's own forward pass is the check and
     the backward pass of an image it finds fooled is wasted, which costs less than a separate
     check of every image when fewer than a third get fooled per step. The random start is
-    checked that way (it rarely fools), the first gradient step's iterate by a check of its own. bench/pgd_cost.py measures the cost against an oracle
-    that knows when each image is first fooled.
+    checked that way (it rarely fools), the first gradient step's iterate by a check of its own.
+    bench/pgd_cost.py measures the cost against an oracle that knows when each image is first fooled.
     """
     adv = images.clone().detach()
     if random_start:
@@ -129,25 +129,20 @@ def pgd_first_fooled(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     check_first = False  # the first iterate: a random start rarely fools
     for step in range(steps):
         before = len(active)
-        wanted = None if targets is None else targets[active]
         if check_first:
             with torch.no_grad():
-                hit = _fools(model(adv[active]), labels[active], wanted)
+                hit = fools(model(adv[active]), labels[active], None if targets is None else targets[active])
             fooled[active[hit]] = True
-            active, wanted = active[~hit], None if wanted is None else wanted[~hit]
+            active = active[~hit]
             if not len(active):
                 break
-            x = adv[active].requires_grad_(True)
-            logits = model(x)
-            keep = torch.ones(len(active), dtype=torch.bool, device=images.device)
-        else:
-            x = adv[active].requires_grad_(True)
-            logits = model(x)
-            hit = _fools(logits.detach(), labels[active], wanted)
-            keep = ~hit
-            fooled[active[hit]] = True
-            if not keep.any():
-                break
+        wanted = None if targets is None else targets[active]
+        x = adv[active].requires_grad_(True)
+        logits = model(x)
+        keep = torch.ones_like(active, dtype=torch.bool) if check_first else ~fools(logits.detach(), labels[active], wanted)
+        fooled[active[~keep]] = True
+        if not keep.any():
+            break
         (grad,) = torch.autograd.grad(attack_loss(logits[keep], labels[active][keep], loss,
                                                   None if wanted is None else wanted[keep]), x)
         step_on = active[keep]
@@ -159,6 +154,8 @@ def pgd_first_fooled(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return adv.detach(), fooled
 
 
-def _fools(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+def fools(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Per image, whether the model's answer is an attack's success: another class than the label,
+    or the target class for a targeted attack."""
     predicted = logits.argmax(1)
     return predicted != labels if targets is None else predicted == targets

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 from robench import results
+from robench.checkpoints import weights_sha256
 from robench.compute import resolve_device
-from robench.models import file_sha256
 from robench.prepare import Prepared, attacked_images, test_arrays
 
 
@@ -33,7 +33,7 @@ def describe(config, prepared: Prepared, backbone_params: int) -> dict:
         },
         "backbone": {
             "name": config.backbone.label, "provider": config.backbone.provider, "weights": config.backbone.describe_weights(),
-            "weights_sha256": file_sha256(weights) if weights else None,
+            "weights_sha256": weights_sha256(weights) if weights else None,  # hashed once per process: the fingerprint hashes it too
             "image_size": config.backbone.image_size, "params": backbone_params,
         },
         "seeds": config.seeds,

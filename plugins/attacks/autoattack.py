@@ -33,7 +33,7 @@ import torchattacks
 from torch import nn
 
 import robench
-from robench.attack import Attack
+from robench.attack import Attack, fools
 
 MIN_CLASSES = 4
 
@@ -96,7 +96,7 @@ class UntilAllFooled(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         if len(x) == len(self.labels):
-            wrong = logits.detach().argmax(1) != self.labels
+            wrong = fools(logits.detach(), self.labels)
             if self.first_fooled is None:
                 self.first_fooled = x.detach().clone()
             new = wrong & ~self.fooled

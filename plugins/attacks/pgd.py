@@ -43,7 +43,7 @@ from __future__ import annotations
 import torch
 
 import robench
-from robench.attack import TARGETED, Attack, check_loss, pgd_first_fooled, pgd_steps
+from robench.attack import TARGETED, Attack, check_loss, fools, pgd_first_fooled, pgd_steps
 
 
 class PGD(Attack):
@@ -110,8 +110,7 @@ class PGD(Attack):
         for _ in range(self.restarts - 1):
             unknown = (~fooled).nonzero().flatten()
             with torch.no_grad():
-                predicted = model(adv[unknown]).argmax(1)
-            wrong = predicted != labels[unknown] if targets is None else predicted == targets[unknown]
+                wrong = fools(model(adv[unknown]), labels[unknown], None if targets is None else targets[unknown])
             fooled[unknown[wrong]] = True
             survivors = (~fooled).nonzero().flatten()
             if not len(survivors):
