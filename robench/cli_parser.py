@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     run.add_argument("--train-precision", choices=["auto", "fp32", "bf16"], default="auto",
                      help="training forward passes in bf16 autocast (weights stay fp32) or fp32; auto (default): bf16 on CUDA, fp32 on a CPU")
-    run.add_argument("--attack-precision", choices=["fp32", "bf16"], default="fp32",
-                     help="attack forward passes in fp32 (default) or bf16 autocast (CUDA only)")
+    run.add_argument("--attack-precision", default="fp32", metavar="fp32|bf16|fp32,bf16",
+                     help="attacks' arithmetic: fp32 (default), bf16 autocast (CUDA or a CPU with native bf16), or "
+                          "fp32,bf16 to run each attack in both and flag a bf16 attack weaker than its fp32 twin")
     run.add_argument("--channels-last", action="store_true", help="channels-last memory layout for images and convolution weights")
     run.add_argument("--compile", action="store_true", help="torch.compile the model while it trains (pays off on long GPU runs)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",

@@ -55,6 +55,26 @@ def resolve_precision(name: str, device: torch.device, flag: str) -> str:
     return "fp32"
 
 
+def resolve_attack_precisions(text: str, device: torch.device) -> str:
+    """``--attack-precision``: one precision, or ``fp32,bf16`` to run every attack in both. Each is
+    resolved as :func:`resolve_precision` does; the result has no repeats (``fp32,bf16`` is
+    ``fp32`` where bf16 falls back)."""
+    names = [name.strip() for name in str(text).split(",") if name.strip()]
+    if not names or not set(names) <= set(PRECISIONS):  # no auto: attacks stay fp32 unless asked (gradient masking)
+        raise RobenchError(f"--attack-precision {text!r}: use fp32, bf16, or fp32,bf16 to check bf16 against fp32")
+    resolved = [resolve_precision(name, device, "--attack-precision") for name in names]
+    return ",".join(dict.fromkeys(resolved))
+
+
+def attack_label(label: str, precision: str, precisions: str) -> str:
+    """An attack's label in rows: its spec's own, with ``[bf16]`` added to the bf16 twin of an fp32
+    attack when a run computes both (``--attack-precision fp32,bf16``)."""
+    return f"{label}{BF16_TWIN}" if precision == "bf16" and "fp32" in precisions.split(",") else label
+
+
+BF16_TWIN = "[bf16]"  # the suffix of a bf16 attack computed beside its fp32 twin (robench.flags compares them)
+
+
 def autocast(device: torch.device | str, precision: str) -> AbstractContextManager:
     """bf16 autocast on the device for ``precision == "bf16"``; a context that does nothing otherwise.
 

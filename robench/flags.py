@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from robench.attack import CLEAN, FAMILIES, MINIMAL
+from robench.compute import BF16_TWIN
 from robench.metrics import eps_label
 from robench.results import attack_norms
 from robench.worst_case import survived
@@ -49,6 +50,9 @@ CHECKS = {
     "minimal-too-weak": "the minimal attack's curve says more than a few images survive an eps at which a "
     "fixed-eps attack of its norm fooled them: its eps* are too large there, and its curve and median overstate "
     "robustness (the reverse, a fixed-eps attack missing what the minimal one found, is expected and not flagged)",
+    "bf16-weaker": "an attack computed in bf16 left more than a few images correct that its fp32 twin "
+    "(the same attack in fp32, ``--attack-precision fp32,bf16``) fooled at the same eps on the same model: "
+    "bf16's rounding masks the gradient there, so trust the fp32 column, not the bf16 one",
     "black-box-wins": "a black-box attack, which never reads gradients, beats every white-box attack at the "
     "same eps in the same norm: the mark of gradient masking; the white-box numbers overstate robustness",
     "below-majority": "clean accuracy at or below the majority-class baseline (always answering the most "
@@ -85,6 +89,7 @@ def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> lis
         *_family_order(cells),
         *_weaker_per_image(cells, labels),
         *_minimal_too_weak(cells, labels),
+        *_bf16_weaker(cells, labels),
         *_black_box_wins(cells),
         *_collapse(models, n_classes),
     ]
@@ -167,7 +172,7 @@ def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
         attacks = list(dict.fromkeys(group["attack"]))
         for a in attacks:
             for b in attacks:
-                if a == b or rank[b] > rank[a]:
+                if a == b or rank[b] > rank[a] or _twins(a, b):
                     continue
                 if found := _kept_what_another_fooled(alive, a, b, eps, norm):
                     yield Flag("weaker-per-image", strategy, found)
@@ -187,6 +192,30 @@ def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
             for b in [attack for attack, family in families.items() if family != MINIMAL]:
                 if found := _kept_what_another_fooled(alive, a, b, eps, norm):
                     yield Flag("minimal-too-weak", strategy, found)
+
+
+def _bf16_weaker(cells: pd.DataFrame, labels) -> Iterator[Flag]:
+    """A bf16 attack left correct, on average over the seeds, more than FEW_IMAGES images that its
+    fp32 twin fooled at that eps on that model."""
+    if labels is None or "adv_pred" not in cells:
+        return
+    twins = cells[cells["attack"].str.endswith(BF16_TWIN)]
+    if twins.empty:
+        return
+    cells = cells.assign(alive_=survived(cells, labels))
+    cells = cells[cells["alive_"].notna()]
+    for (strategy, eps, norm), group in cells.groupby(SAME_NORM, sort=False):
+        alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
+        present = set(group["attack"])
+        for twin in [attack for attack in present if attack.endswith(BF16_TWIN)]:
+            fp32 = twin.removesuffix(BF16_TWIN)
+            if fp32 in present and (found := _kept_what_another_fooled(alive, twin, fp32, eps, norm)):
+                yield Flag("bf16-weaker", strategy, found)
+
+
+def _twins(a: str, b: str) -> bool:
+    """Whether two attacks are one attack in bf16 and fp32 (compared by _bf16_weaker alone)."""
+    return a == b + BF16_TWIN or b == a + BF16_TWIN
 
 
 def _kept_what_another_fooled(alive: dict, a: str, b: str, eps: float, norm: str) -> str | None:

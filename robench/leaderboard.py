@@ -177,7 +177,7 @@ def _header(config: Mapping) -> str:
         f"- **versions**: {version_text}",
         f"- **device**: {get('device')}",
         f"- **precision**: training {get('precision', 'train')}, attacks {get('precision', 'attack')}"
-        + (" (bf16: autocast, weights fp32)" if "bf16" in (get("precision", "train"), get("precision", "attack")) else ""),
+        + (" (bf16: autocast, weights fp32)" if "bf16" in f"{get('precision', 'train')},{get('precision', 'attack')}" else ""),
         f"- **created**: {get('created')}",
         f"- **protocol**: {config.get('protocol') or DEFAULT_PROTOCOL}",
     ]

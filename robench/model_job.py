@@ -92,7 +92,7 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
             # sweep, so only the same sweep gives the rows an uninterrupted run would have written.
             metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,
                                    config.attack_batch_size, device, label=f"{strategy.label} {attack.label}",
-                                   precision=config.attack_precision)
+                                   precision=attack.precision)
         except Exception as exc:  # noqa: BLE001
             for eps in missing_eps(attack.label):
                 yield cell | _failure(exc, "attack", eps=eps)

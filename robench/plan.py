@@ -16,6 +16,7 @@ import torch
 
 from robench.attack import Attack, MinimalAttack
 from robench.backbone import BackboneSpec
+from robench.compute import attack_label
 from robench.dataset import Dataset
 from robench.defense import NONE, Defense, combined_label
 from robench.errors import PluginError, RobenchError
@@ -69,6 +70,7 @@ class Planned:
     plugin: Strategy | Attack | Defense
     recipe: Recipe | None = None
     defense: Planned | None = None
+    precision: str = "fp32"  # an attack's arithmetic (--attack-precision)
 
 
 class Plan(NamedTuple):
@@ -89,7 +91,10 @@ def plan(config: RunConfig) -> Plan:
         if not 0 <= value <= 1:
             raise RobenchError(f"eps {value} is outside [0, 1]: eps is in pixel units, e.g. 0.01 or 2/255")
     strategies = [_strategy(registry, spec, config.recipe_overrides) for spec in config.strategies]
-    attacks = [Planned(spec.label, resolve(registry, "attack", spec)[0]) for spec in config.attacks]
+    precisions = config.attack_precision
+    attacks = [Planned(attack_label(spec.label, precision, precisions), plugin, precision=precision)
+               for spec in config.attacks for plugin in [resolve(registry, "attack", spec)[0]]
+               for precision in precisions.split(",")]
     refuse_duplicates([p.label for p in strategies], "strategy")
     refuse_duplicates([p.label for p in attacks], "attack")
     for attack in attacks:

@@ -36,9 +36,9 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     On an ``out`` that holds an earlier run of compatible settings, only the cells missing or
     failed there are run (see robench.resume); two runs never write one ``out`` at once.
     """
-    planned = plan(config)
     device = compute.resolve_device(config.device)
     config = settle(config, device)
+    planned = plan(config)  # after settle: an attack's precision is the one its device computes
     executor = executors.choose(config.executor, config.ray_address, config.ray_gpus_per_task)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
     make_out_dir(config.out)
@@ -54,7 +54,7 @@ def settle(config: RunConfig, device: torch.device) -> RunConfig:
     return replace(
         config,
         train_precision=compute.resolve_precision(config.train_precision, device, "--train-precision"),
-        attack_precision=compute.resolve_precision(config.attack_precision, device, "--attack-precision"),
+        attack_precision=compute.resolve_attack_precisions(config.attack_precision, device),
         ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device),
         out=Path(config.out).absolute(),
         backbone=replace(config.backbone, weights=None if weights is None else Path(weights).absolute()),

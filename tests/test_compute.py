@@ -232,3 +232,19 @@ def test_a_run_flushes_subnormal_floats_and_restores_the_setting_after():
     with numerics():
         assert (tiny * 1).item() == 0 and torch.are_deterministic_algorithms_enabled()
     assert (tiny * 1).item() != 0 and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_attack_precision_fp32_bf16_runs_each_attack_in_both_and_labels_the_twin(capsys, tmp_path):
+    out_dir = _grid(capsys, tmp_path, "twins", "--attack-precision", "fp32,bf16", strategies="linear_probe")
+    config = json.loads((out_dir / "config.json").read_text())
+    native = compute.fast_bf16(torch.device("cpu"))
+    assert config["precision"]["attack"] == ("fp32,bf16" if native else "fp32")
+    rows = [row for row in read_rows(out_dir) if row["attack"] != "none"]
+    assert sorted(row["attack"] for row in rows) == (["fgsm", "fgsm[bf16]"] if native else ["fgsm"])
+    assert {row["status"] for row in rows} == {"ok"}
+
+
+@pytest.mark.parametrize("bad", ["fp16", "auto", ","])
+def test_a_bad_attack_precision_is_one_line(capsys, tmp_path, bad):
+    code, _, err = run_cli(capsys, "run", *FAST, "--attack-precision", bad, "--out", str(tmp_path / "x"))
+    assert code == 2 and f"--attack-precision {bad!r}: use fp32, bf16, or fp32,bf16" in err and "Traceback" not in err

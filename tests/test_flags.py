@@ -165,3 +165,26 @@ def test_the_tolerance_grows_to_one_image_of_a_small_attacked_set(n_attacked, fi
     rows = [r | {"n_attacked": n_attacked} for r in healthy_rows()]
     rows = change(rows, 0.66, attack="fgsm", eps=0.02)  # 3 points above its mean at eps 0.01 (63%)
     assert ("rises-with-eps" in fired(rows)) is fires  # one image of 20 is 5 points
+
+
+def _pred_row(attack, seed, adv_pred):
+    return {"strategy": "s", "seed": seed, "attack": attack, "attack_family": "iterative", "attack_black_box": False,
+            "eps": 0.01, "status": "ok", "adv_pred": adv_pred, "robust_acc": 1 - sum(adv_pred) / len(adv_pred)}
+
+
+@pytest.mark.parametrize(("bf16_fooled", "fp32_fooled", "fires"), [
+    (1, 5, "bf16-weaker"),  # bf16 left 4 images correct that fp32 fooled
+    (5, 1, None),  # fp32 the weaker one: not a bf16 problem, and twins are not compared as two attacks
+    (4, 5, None),  # one image: within what rounding does
+])
+def test_a_bf16_attack_weaker_than_its_fp32_twin_fires_one_way_only(bf16_fooled, fp32_fooled, fires):
+    labels = [0] * 10
+
+    def fooled(n):
+        return [1] * n + [0] * (10 - n)
+
+    rows = [_pred_row("pgd", 0, fooled(fp32_fooled)), _pred_row("pgd[bf16]", 0, fooled(bf16_fooled))]
+    found = {flag.check: flag for flag in flags.check(frame(rows), labels=labels)}
+    assert set(found) == ({fires} if fires else set())
+    if fires:
+        assert found[fires].detail.startswith("pgd[bf16] left 4.0 images correct that pgd fooled at eps 0.01")
