@@ -16,6 +16,7 @@ from torch import nn
 from robench.attack import (
     Attack, MinimalAttack, check_perturbation, exact_arithmetic, frozen, perturbation_size, slack,
 )
+from robench.answers import Answers
 from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.progress import progress
@@ -75,10 +76,10 @@ def attack_sweep(
             if minimal:
                 min_eps[chunk] = _minimize(model, attack, x, y, chunk, eps_values, adv_preds)
                 continue
-            for eps, adv in attack.sweep(model, x, y, eps_values):
-                check_perturbation(f"attack {attack.name}", attack.norm, adv, x, eps)
-                with torch.no_grad():
-                    adv_preds[eps][chunk] = model(adv).argmax(1).cpu()
+            with Answers(model, autocast_on=precision == "bf16" and torch.device(device).type in ("cpu", "cuda")) as answers:
+                for eps, adv in attack.sweep(model, x, y, eps_values):
+                    check_perturbation(f"attack {attack.name}", attack.norm, adv, x, eps)
+                    adv_preds[eps][chunk] = answers.predict(adv)
     seconds = time.perf_counter() - started
     n_correct = len(correct)
     records = {} if min_eps is None else {

@@ -1,0 +1,57 @@
+"""The sweep's check of an attack's examples reads the model's answer where the model already
+computed on those exact bits during the attack, and computes it everywhere else: the published
+prediction is always the model's own forward pass, never the attack's claim."""
+
+from __future__ import annotations
+
+import torch
+
+from robench.answers import Answers
+from robench.attack import exact_arithmetic, frozen, pgd_first_fooled
+from tests.test_early_exit import RowCounter
+
+
+def fresh(model, images) -> torch.Tensor:
+    with torch.no_grad():
+        return model(images).argmax(1)
+
+
+def test_the_answers_read_back_equal_a_fresh_forward_and_save_the_fooled_images_pass(trained):
+    model, x, y = trained
+    model, x, y = RowCounter(model).eval(), x[:40], y[:40]
+    with frozen(model), exact_arithmetic(), Answers(model, autocast_on=False) as answers:
+        adv, fooled = pgd_first_fooled(model, x, y, 4 / 255, 1 / 255, 10, "margin")
+        model.rows = 0
+        preds = answers.predict(adv)
+        computed = model.rows
+    assert fooled.sum() > 5
+    assert torch.equal(preds, fresh(model, adv))
+    assert answers.reused >= int(fooled.sum())  # every example seen fooled was answered already
+    assert computed == len(y) - answers.reused  # and only the others were computed
+
+
+def test_other_bits_another_arithmetic_or_training_mode_are_never_read_back(trained):
+    model, x, _ = trained
+    x = x[:16]
+    nudged = x.clone()
+    nudged[:, 0, 0, 0] = torch.nextafter(nudged[:, 0, 0, 0], torch.tensor(2.0))  # one ulp on one pixel
+    with frozen(model), exact_arithmetic():
+        with Answers(model, autocast_on=False) as answers:
+            fresh(model, x)
+            assert answers.predict(nudged).tolist() == fresh(model, nudged).tolist() and answers.reused == 0
+        with Answers(model, autocast_on=False) as answers:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model(x)  # an attack computing in bf16 inside an fp32 sweep
+            model.train()
+            model(x)  # or in training mode
+            model.eval()
+            answers.predict(x)
+            assert answers.reused == 0
+
+
+def test_hashing_draws_nothing_from_the_attacks_random_stream(trained):
+    model, x, _ = trained
+    state = torch.random.get_rng_state()
+    with frozen(model), Answers(model, autocast_on=False) as answers:
+        answers.predict(x[:4])
+    assert torch.equal(torch.random.get_rng_state(), state)
