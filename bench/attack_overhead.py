@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 import torchattacks
-
 from _timing import attack_setup, interleaved, report
+
 from robench.evaluate import attack_sweep
 from robench.train import to_pixels
 from robench_plugins.attacks.pgd import PGD

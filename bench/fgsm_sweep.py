@@ -10,8 +10,8 @@ forwards (the evaluations of the five adversarial batches), at most 1.1x that; a
 from __future__ import annotations
 
 import torch
-
 from _timing import attack_setup, interleaved, report
+
 from robench.evaluate import attack_sweep
 from robench_plugins.attacks.fgsm import FGSM, gradient_sign
 

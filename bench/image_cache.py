@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-
 from _timing import report, timed
+
 from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.train import to_pixels
 

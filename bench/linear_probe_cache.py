@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from _timing import report, timed
+
 from robench import features
 from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.train import train

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from robench.attack import CLEAN
 
-
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RUN = """
 import sys, torch

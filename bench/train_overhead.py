@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 
 import torch
+from _timing import interleaved, report
 from timm.optim import create_optimizer_v2
 from torch import nn
 
-from _timing import interleaved, report
 from robench.models import BackboneSpec, Normalized, create_backbone
 from robench.train import lr_lambda, to_pixels, train
 from robench_plugins.strategies.full import Full

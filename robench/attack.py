@@ -27,7 +27,17 @@ import torch
 from torch import nn
 
 from robench.attack_steps import (  # noqa: F401  (public here: what attack and defense plugins share)
-    LOSSES, NORMS, attack_loss, check_loss, fools, gradient, margins, pgd_first_fooled, pgd_steps, project)
+    LOSSES,
+    NORMS,
+    attack_loss,
+    check_loss,
+    fools,
+    gradient,
+    margins,
+    pgd_first_fooled,
+    pgd_steps,
+    project,
+)
 from robench.errors import PluginError
 
 # The attack label of a model's clean row, in results and on pages: the one definition of it.

@@ -28,6 +28,9 @@ import torch
 from torch import nn
 
 DEFAULT_PROVIDER = "timm"
+# The timm provider's 0.2M-parameter ViT at 32x32, random or from a local file: what plugin tests
+# (robench's and a third party's) build models from, with no download and no real data.
+MICRO = "robench_vit_micro"
 
 
 class Backbone:
@@ -39,6 +42,11 @@ class Backbone:
 
     def check(self, model: str) -> None:
         """Raise ``RobenchError`` in one line (with close names) for a model it cannot build; cheap."""
+
+    def check_weights(self, model: str, weights: Path | None, pretrained: bool) -> None:
+        """Raise ``RobenchError`` in one line, before any data is decoded, for weights that cannot
+        be this model's (a file whose name or metadata names another model) or cannot be had (no
+        network and nothing cached); cheap: reads no tensors. ``weights`` is a readable file or None."""
 
     def default_image_size(self, model: str) -> int:
         """The input size the model was pretrained at: --image-size when none is given."""

@@ -11,9 +11,16 @@ from robench import uncertainty
 from robench.attack import CLEAN
 from robench.metrics import eps_label
 from robench.summary import (
-    MISSING_CELL, UNKNOWN, Protocol, _attack_columns, _ordered, attacked_labels, model_order,
+    MISSING_CELL,
+    UNKNOWN,
+    Protocol,
+    _attack_columns,
+    _ordered,
+    attacked_labels,
+    model_order,
 )
 from robench.worst_case import WORST, WORST_LABELS
+
 
 class _Board:
     """The summary of one run, looked up by cell and formatted as table cells."""
@@ -76,6 +83,14 @@ class _Board:
         table["train s"] = [self.cell(s, "train_seconds", scale=1, digits=0) for s in self.strategies]
         table["peak MiB"] = [self.cell(s, "peak_mem_mb", scale=1, digits=0) for s in self.strategies]
         return table
+
+    def ranks(self) -> dict[str, int] | None:
+        """Each strategy's rank under the first attack column's attack at every eps (uncertainty.ranks);
+        None without per-image records or attacks."""
+        headline = [column for column in self.columns if column[0] == self.columns[0][0]]
+        if self.labels is None or not headline:
+            return None
+        return uncertainty.ranks(self.frame, self.labels, self.strategies, headline)
 
     def _params(self, strategy: str) -> str:
         """Count and share of the backbone: the cost axis of parameter-efficient fine-tuning."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from functools import cache
 from pathlib import Path
@@ -28,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from robench import atomic
 from robench.models import file_sha256
 from robench.progress import say
 
@@ -81,16 +81,8 @@ def save(path: Path, adapted: nn.Module, backbone_buffers: set[int], key_fields:
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write a safetensors file atomically (a partial file, fsync, rename): a kill leaves no half file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.replacing(path) as partial:
         save_file({name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}, str(partial), metadata=metadata)
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        partial.chmod(0o644)  # like the results beside it
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def load(path: Path, adapted: nn.Module, backbone_buffers: set[int], key_fields: dict) -> dict | None:

@@ -9,7 +9,8 @@ import sys
 
 from robench.cli_parser import KINDS, _run_parser, build_parser  # noqa: F401  (_run_parser: for config-file tests)
 from robench.cli_run import cmd_presets, cmd_run, parse_eps, parse_seeds  # noqa: F401
-from robench.errors import RobenchError
+from robench.errors import RobenchError, one_line
+from robench.names import check_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,15 +18,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"list": cmd_list, "run": cmd_run, "presets": cmd_presets, "leaderboard": cmd_leaderboard,
-                "plot": cmd_plot, "download": cmd_download}
+                "plot": cmd_plot, "download": cmd_download, "site": cmd_site, "cache": cmd_cache}
     try:
+        if getattr(args, "name", None) is not None:  # run, leaderboard, plot: a name, never a path
+            check_name(args.name, "--name")
         return handlers[args.handler](args, argv)
     except RobenchError as exc:
         print(f"robench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk or a read-only folder while writing a page or a plot: rows are already safe
+        print(f"robench: error: {_os_error(exc, args.handler)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("robench: interrupted; finished cells are kept in the results file", file=sys.stderr)
         return 130
+
+
+def _os_error(exc: OSError, handler: str) -> str:
+    """One line for what the system refused: what, where, what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        advice = "a file stands where robench needs a folder: pass another folder or move that file"
+    else:
+        advice = "free disk space or fix the folder's permissions"
+    kept = "; finished cells are kept in results.jsonl and not run again" if handler == "run" else ""
+    return f"{exc.strerror or exc}{where}: {advice}, then run the same command again{kept}"
 
 
 def cmd_list(args, argv) -> int:
@@ -37,13 +54,11 @@ def cmd_list(args, argv) -> int:
     for kind in [args.kind] if args.kind else KINDS:
         print(titles[kind])
         for plugin in registry.all(kind):
-            options = ", ".join(_describe_option(name, param) for name, param in plugin.options().items())
-            print(f"  {plugin.name:<16} {plugin.description}")
-            print(f"  {'':<16} from {plugin.package} {plugin.version}; options: {options or 'none'}")
-            if kind == "strategy":
-                print(f"  {'':<16} recipe: {_describe_recipe(plugin.factory.recipe)}")
-            if kind == "dataset":
-                print(f"  {'':<16} {_describe_dataset(plugin.factory)}")
+            try:  # a plugin that cannot describe itself is listed as broken; the others still show
+                print("\n".join(_describe_plugin(kind, plugin)))
+            except Exception as exc:  # noqa: BLE001
+                print(f"  {plugin.name:<16} from package {plugin.package!r}: broken, cannot describe itself "
+                      f"({one_line(exc)})")
     for failure in registry.failures:
         print(f"plugin {failure.entry_point!r} from package {failure.package!r} failed to load: {failure.error}")
     return 0
@@ -51,10 +66,13 @@ def cmd_list(args, argv) -> int:
 
 def cmd_leaderboard(args, argv) -> int:
     from robench import leaderboard
+    from robench.export import parse_formats
 
-    if not args.run_dir.is_dir():
-        raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
-    print(leaderboard.write(args.run_dir, args.leaderboard_dir, args.name, reference=args.reference))
+    for run_dir in args.run_dirs:
+        if not run_dir.is_dir():
+            raise RobenchError(f"run directory {run_dir} not found: pass the --out folder of a robench run")
+    print(leaderboard.write(args.run_dirs, args.leaderboard_dir, args.name, reference=args.reference, force=args.force,
+                            formats=parse_formats(args.format)))
     return 0
 
 
@@ -72,6 +90,13 @@ def cmd_plot(args, argv) -> int:
     return 0
 
 
+def cmd_site(args, argv) -> int:
+    from robench import site
+
+    print(site.write(args.run_dirs, args.to))
+    return 0
+
+
 def cmd_download(args, argv) -> int:
     from robench.prepare import resolve_dataset
     from robench.registry import load_registry
@@ -86,6 +111,33 @@ def cmd_download(args, argv) -> int:
         raise RobenchError(f"dataset {dataset.name!r} has no default folder: pass --to FOLDER")
     print(f"{dataset.name} is in {dataset.download(target)}; use --dataset {args.dataset} --data-dir {target}")
     return 0
+
+
+def cmd_cache(args, argv) -> int:
+    from robench.data.images import cache_dir, cache_files
+
+    files = cache_files()
+    size = f"{len(files)} files, {sum(files.values()) / 1e9:.2f} GB"
+    if args.action == "clear":
+        for path in files:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise RobenchError(f"cannot delete {path} ({exc.strerror}): fix the folder's permissions or delete it by hand") from None
+        print(f"deleted the decoded-image cache in {cache_dir()} ({size}); runs decode their images again")
+    else:
+        print(f"decoded-image cache: {cache_dir()} ({size}); set ROBENCH_CACHE_DIR to move it, `robench cache clear` to empty it")
+    return 0
+
+
+def _describe_plugin(kind: str, plugin) -> list[str]:
+    options = ", ".join(_describe_option(name, param) for name, param in plugin.options().items())
+    lines = [f"  {plugin.name:<16} {plugin.description}", f"  {'':<16} from {plugin.package} {plugin.version}; options: {options or 'none'}"]
+    if kind == "strategy":
+        lines.append(f"  {'':<16} recipe: {_describe_recipe(plugin.factory.recipe)}")
+    if kind == "dataset":
+        lines.append(f"  {'':<16} {_describe_dataset(plugin.factory)}")
+    return lines
 
 
 def _describe_option(name, param) -> str:

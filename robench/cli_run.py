@@ -13,16 +13,50 @@ from robench.errors import RobenchError
 
 
 def cmd_run(args, argv) -> int:
+    from robench.runner import run
+
+    if args.preset == "list":
+        return cmd_presets(argparse.Namespace(preset=None), argv)
+    config = config_from_args(args, argv)
+    try:
+        path, failed = run(config)
+    except KeyboardInterrupt:
+        print(f"robench: interrupted; finished cells are kept in {config.out}. To resume, type: {resume_command(argv, config.out)}",
+              file=sys.stderr)
+        return 130
+    from robench.metrics import eps_label
+
+    for row in failed:  # also with --quiet: failures are not progress
+        print(f"failed: {row['strategy']} seed {row['seed']} {row['attack']}@{eps_label(row['eps'])}: {row['error']}", file=sys.stderr)
+    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path  # as --out was typed, mostly
+    print(f"results: {config.out / 'results.jsonl'}\nleaderboard: {shown}")
+    if failed:
+        print(f"robench: {len(failed)} cells failed (listed above and in the leaderboard)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def resume_command(argv: list[str], out: Path) -> str:
+    """The command that resumes a run: the one typed, with --out added where it was left to a
+    folder named after the time, which the same command typed again would not find."""
+    named = any(arg == "--out" or arg.startswith("--out=") for arg in argv)
+    return shlex.join(["robench", *argv, *([] if named else ["--out", str(out)])])
+
+
+def config_from_args(args, argv):
+    """The RunConfig of `robench run`'s flags, with a --config file's or --preset's settings filled in;
+    ``argv``, the command as typed, is recorded with the results. robench.run's keyword arguments
+    arrive here as the same flags (robench.keywords), so the command and the API check alike."""
     from robench.backbone import BackboneSpec
+    from robench.export import parse_formats
     from robench.models import parse_backbone
+    from robench.names import check_name, name_from
     from robench.options import parse_specs
     from robench.prepare import resolve_dataset
     from robench.progress import set_quiet
     from robench.registry import load_registry
-    from robench.runner import RunConfig, run
+    from robench.runner import RunConfig
 
-    if args.preset == "list":
-        return cmd_presets(argparse.Namespace(preset=None), argv)
     if args.config is not None or args.preset is not None:
         args, argv = _with_run_file(args, argv)
     set_quiet(args.quiet)
@@ -32,8 +66,9 @@ def cmd_run(args, argv) -> int:
     provider, model = parse_backbone(backbone)
     image_size = args.image_size or dataset.image_size or load_registry().get("backbone", provider).factory().default_image_size(model)
     # Named after --out when given, so that running the command again (to resume) keeps one leaderboard.
-    name = args.name or (args.out.resolve().name if args.out else f"{args.dataset}-{backbone}-{datetime.now():%Y%m%d-%H%M%S}")
-    config = RunConfig(
+    name = check_name(args.name, "--name") if args.name else name_from(
+        args.out.resolve().name if args.out else f"{args.dataset}-{backbone}-{datetime.now():%Y%m%d-%H%M%S}")
+    return RunConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
         subset=args.subset,
@@ -61,17 +96,13 @@ def cmd_run(args, argv) -> int:
         reference=args.reference,
         out=args.out or Path("runs") / name,
         leaderboard_dir=args.leaderboard_dir,
+        force=args.force,
+        formats=parse_formats(args.format),
         name=name,
         command=shlex.join(["robench", *argv]),
+        threads=args.threads,
+        log_json=args.log_json,
     )
-    path, failed = run(config)
-    for row in failed:  # also with --quiet: failures are not progress
-        print(f"failed: {row['strategy']} seed {row['seed']} {row['attack']}@{row['eps']}: {row['error']}", file=sys.stderr)
-    print(f"results: {config.out / 'results.jsonl'}\nleaderboard: {path}")
-    if failed:
-        print(f"robench: {len(failed)} cells failed (listed above and in the leaderboard)", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_presets(args, argv) -> int:

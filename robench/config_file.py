@@ -33,11 +33,14 @@ _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", 
 def read_file(path: Path) -> dict:
     """The table of a TOML file, or one line saying why it cannot be read."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RobenchError(f"config file {path} not found: pass a TOML file (`robench presets` lists the shipped ones)") from None
     except OSError as exc:
         raise RobenchError(f"cannot read config file {path} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise RobenchError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at position "
+                           f"{exc.start}): save it as UTF-8") from None
     return _parse(text, f"config file {path}")
 
 

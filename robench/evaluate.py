@@ -13,10 +13,16 @@ import time
 import torch
 from torch import nn
 
-from robench.attack import (
-    Attack, MinimalAttack, check_perturbation, exact_arithmetic, frozen, perturbation_size, slack,
-)
 from robench.answers import Answers
+from robench.attack import (
+    Attack,
+    MinimalAttack,
+    check_perturbation,
+    exact_arithmetic,
+    frozen,
+    perturbation_size,
+    slack,
+)
 from robench.compute import autocast
 from robench.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.progress import progress
@@ -70,7 +76,7 @@ def attack_sweep(
     started = time.perf_counter()
     chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
     with frozen(model), exact_arithmetic(), autocast(device, precision):
-        for chunk in progress(chunks, desc=f"attack {label}", unit="batch"):
+        for chunk in progress(chunks, desc=f"attack {label}", unit="batch", phase=f"attack {attack.name}"):
             x = to_pixels(images[chunk].to(device))
             y = labels[chunk].to(device)
             if minimal:

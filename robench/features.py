@@ -10,7 +10,8 @@ Files live in ``<out>/features/``, beside the checkpoints and with the same rule
 of everything the features depend on (the strategy and its options, whose ``adapt`` may change the
 frozen forward pass; backbone, weights' sha256, a digest of the adapted model's frozen tensors,
 image size, the images of the split, batch size, precision, device type), written atomically with
-safetensors, never unpickled, and ignored (recomputed) when they do not fit. Training options in
+safetensors and a checksum of the features in its header, never unpickled, and ignored
+(recomputed, in one line) when they do not fit or do not match their checksum. Training options in
 the strategy's label (``linear_probe:lr=0.01``) make a separate file: safe, if not shared.
 
 A seed that reads its features trains without a backbone pass, so its ``train_seconds`` is the
@@ -32,7 +33,7 @@ from robench import checkpoints
 from robench.progress import say
 
 FOLDER = "features"
-FORMAT = "1"  # bump when what a features file holds changes
+FORMAT = "2"  # bump when what a features file holds changes (2: a checksum)
 PARTS = ("train", "val")
 
 
@@ -89,7 +90,8 @@ def stored(path: Path, key_fields: dict) -> Features:
             return loaded
         features = compute()
         try:
-            checkpoints.write_tensors(path, features, {"robench_features": FORMAT, "key": json.dumps(key_fields, sort_keys=True)})
+            checkpoints.write_tensors(path, features, {"robench_features": FORMAT, "key": json.dumps(key_fields, sort_keys=True),
+                                                       "sha256": checksum(features)})
         except OSError as exc:
             say(f"features {path} not saved ({exc.strerror or exc}): the next seed computes them again")
         return features
@@ -112,4 +114,17 @@ def _load(path: Path, key_fields: dict) -> dict[str, torch.Tensor] | None:
     if not fits:
         say(f"features {path} not used: written for another backbone or data; computing them again")
         return None
+    if metadata.get("sha256") != checksum(tensors):
+        say(f"features {path} not used: they do not match their checksum (damaged or edited); computing them again")
+        return None
     return tensors
+
+
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the parts' names, shapes and bytes, so that edited features are never trained on."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]

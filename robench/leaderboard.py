@@ -1,4 +1,5 @@
-"""The leaderboard: one markdown page per run, read from its results.jsonl and config.json.
+"""The leaderboard: one markdown page per run, or per set of comparable runs merged
+(robench.merge), read from their results.jsonl and config.json.
 
 Two steps, kept apart so that plots and sanity-check flags reuse the numbers without the
 formatting: ``summarise`` turns rows into a tidy frame of mean, std and seed count per
@@ -18,29 +19,27 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from robench import flags, minimal_eps, per_class, uncertainty
+from robench import export, flags, minimal_eps, per_class, publish, uncertainty
 from robench.board import _Board, human_count
 from robench.defense import NONE
 from robench.errors import RobenchError
-from robench.results import CONFIG_FILE, RESULTS_FILE, read_frame
-from robench.summary import (
-    DEFAULT_PROTOCOL, PROTOCOLS, UNKNOWN, _config, _sentence, attacked_labels, board_frame, run_name, summarise,
-)
+from robench.merge import board_frame, page_name, read_runs, run_dirs
+from robench.results import CONFIG_FILE, RESULTS_FILE
+from robench.summary import DEFAULT_PROTOCOL, PROTOCOLS, UNKNOWN, _sentence, attacked_labels, summarise
 from robench.worst_case import with_worst_case
 
-LEADERBOARD_FILE = "leaderboard.md"
-
+LEADERBOARD_FILE = publish.PAGE
 
 
 
 def render(
-    run_dir: Path,
+    runs: Path | Sequence[Path],
     notes: Mapping[str, str] | None = None,
     footnotes: Sequence[str] | None = None,
     plots: Sequence[tuple[str, str]] | None = None,
     reference: str | None = None,
 ) -> str:
-    """The markdown leaderboard of one run.
+    """The markdown leaderboard of one run folder, or of several comparable ones merged (robench.merge).
 
     ``notes`` maps a strategy label to a short marker shown in a last "notes" column, and
     ``footnotes`` are lines printed under the main table. By default both come from the sanity
@@ -49,11 +48,10 @@ def render(
     ``reference`` is the strategy the paired comparisons test against (default: the run's
     ``--reference``, else each column's best).
     """
-    run_dir = Path(run_dir)
-    frame = read_frame(run_dir)
+    run_dir = run_dirs(runs)[0]
+    frame, config = read_runs(runs)
     if frame.empty:
         raise RobenchError(f"no results in {run_dir / RESULTS_FILE}: run `robench run --out {run_dir}` first")
-    config = _config(run_dir)
     labels = attacked_labels(config)
     protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
     if protocol_name not in PROTOCOLS:
@@ -68,8 +66,7 @@ def render(
     board = _Board(summarise(frame), frame, config)
 
     main = board.main_table(PROTOCOLS[protocol_name])
-    if labels is not None and (headline := [c for c in board.columns if c[0] == board.columns[0][0]]):
-        rank = uncertainty.ranks(frame, labels, board.strategies, headline)
+    if (rank := board.ranks()) is not None:
         counts = pd.Series(rank).value_counts()
         main.insert(0, "rank", [f"{rank[s]}=" if counts[rank[s]] > 1 else str(rank[s]) for s in board.strategies])
     if notes:
@@ -84,7 +81,7 @@ def render(
     per_class_text = per_class.section(frame, labels, dataset.get("classes"), board.strategies, board.columns,
                                        dataset.get("malignant") or ())
     sections = [
-        f"# robench leaderboard: {run_name(config, run_dir)}",
+        f"# robench leaderboard: {page_name(config)}",
         _header(config),
         f"## {_sentence(PROTOCOLS[protocol_name].title)}",
         _markdown(main),
@@ -104,36 +101,43 @@ def render(
 
 
 def write(
-    run_dir: Path,
-    leaderboard_dir: Path,
+    runs: Path | Sequence[Path],
+    leaderboard_dir: Path | None = None,
     name: str | None = None,
     notes: Mapping[str, str] | None = None,
     footnotes: Sequence[str] | None = None,
     reference: str | None = None,
+    force: bool = False,
+    formats: Sequence[str] = ("md",),
 ) -> Path:
-    """Write the page to ``<leaderboard_dir>/<name>.md`` and, beside the results, to the run dir,
-    each with its accuracy-vs-eps plots ``<name>-<attack>.png`` next to it.
-
-    The copy in the run dir travels with the raw results; the one in ``leaderboard_dir`` sits
-    next to other runs' pages. Returns the path of the latter.
+    """Write the page of one run, or of several comparable runs merged, with its accuracy-vs-eps
+    plots ``<name>-<attack>.png``, per-class CSV and the exports ``formats`` asks for (robench.export)
+    beside it: a run's into its folder as ``leaderboard.md``, several runs' into a folder ``<name>``
+    beside the first, and with ``leaderboard_dir`` (instead, for several runs) as
+    ``<leaderboard_dir>/<name>.md`` (robench.publish). A page there made from other runs is refused
+    before anything is written, unless ``force``. Returns the path of the last page written.
     """
     from robench.plots import write_plots  # matplotlib loads only when a page is written
 
-    run_dir = Path(run_dir)
-    name = name or run_name(_config(run_dir), run_dir)
-    plots = write_plots(run_dir, [Path(leaderboard_dir), run_dir], name)
-    text = render(run_dir, notes=notes, footnotes=footnotes, plots=plots, reference=reference)
-    path = Path(leaderboard_dir) / f"{name}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    (run_dir / LEADERBOARD_FILE).write_text(text)
-    _write_per_class(run_dir, [Path(leaderboard_dir), run_dir], name)
-    return path
+    dirs = run_dirs(runs)
+    config = read_runs(dirs)[1]  # several runs that cannot share a page are refused here
+    name = name or page_name(config)
+    pages = publish.pages(dirs, leaderboard_dir, name)
+    publish.claim(pages, dirs, force)
+    folders = [page.parent for page in pages]
+    plots = write_plots(dirs, folders, name)
+    text = render(dirs, notes=notes, footnotes=footnotes, plots=plots, reference=reference)
+    for page in pages:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(text + "\n" + publish.marker(config["runs"]) + "\n")
+    export.write(pages, dirs, formats)
+    _write_per_class(dirs, folders, name)
+    return pages[-1]
 
 
-def _write_per_class(run_dir: Path, out_dirs: Sequence[Path], name: str) -> None:
+def _write_per_class(runs: Path | Sequence[Path], out_dirs: Sequence[Path], name: str) -> None:
     """``<name>-per-class.csv``: per-class recall for every strategy and attack@eps, beside the page."""
-    frame, config = board_frame(run_dir)
+    frame, config = board_frame(runs)
     labels, dataset = attacked_labels(config), config.get("dataset", {})
     if labels is None or not dataset.get("classes") or frame.empty:
         return
@@ -181,6 +185,11 @@ def _header(config: Mapping) -> str:
         f"- **created**: {get('created')}",
         f"- **protocol**: {config.get('protocol') or DEFAULT_PROTOCOL}",
     ]
+    runs = config.get("runs") or ()
+    if len(runs) > 1:
+        lines.append(f"- **merged from {len(runs)} runs** (robench.merge; their commands below): " + "; ".join(
+            f"`{run['name']}` (seeds {join(run.get('seeds') or UNKNOWN)}, created {run.get('created') or UNKNOWN})"
+            for run in runs))
     defenses = [defense for defense in config.get("defenses") or () if defense != NONE]
     if defenses:
         lines.append(f"- **defenses** (adversarial training; a row `strategy + defense` trained under it): {', '.join(defenses)}")

@@ -16,12 +16,13 @@ from robench import checkpoints, compute, features, resume
 from robench.attack import CLEAN, exact_arithmetic, flushing_subnormals
 from robench.backbone import Normalized
 from robench.defense import NONE
+from robench.errors import PluginError, one_line
 from robench.evaluate import attack_sweep, clean_metrics, predict
 from robench.fingerprint import model_key, run_settings
 from robench.memory import PeakMemory
 from robench.metrics import accuracy
 from robench.models import create_backbone
-from robench.plan import Planned
+from robench.plan import Planned, package_of
 from robench.prepare import Prepared, test_arrays
 from robench.train import train
 
@@ -119,7 +120,13 @@ def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device
     vit.to(device)  # before recording its buffers: .to() replaces buffer objects, and they are told apart by id
     backbone_params = _count(vit)
     own_buffers = checkpoints.base_buffers(vit)
-    adapted = strategy.plugin.adapt(vit)
+    try:
+        adapted = strategy.plugin.adapt(vit)
+    except torch.OutOfMemoryError:
+        raise  # not the plugin's bug: its row says which batch size to lower
+    except Exception as exc:  # the cell fails naming the plugin's package; the other models go on
+        raise PluginError(f"strategy {strategy.plugin.name} (package {package_of('strategy', strategy.plugin)}) failed in "
+                          f"adapt ({one_line(exc)})") from exc
     model = Normalized(adapted, mean, std).to(device)
     trainable = _count(model, trainable_only=True)
     key = model_key(settings, strategy, seed, prepared)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from torch import nn
 
-from robench.backbone import DEFAULT_PROVIDER, Backbone, BackboneSpec, Normalized
+from robench.backbone import DEFAULT_PROVIDER, MICRO, Backbone, BackboneSpec, Normalized
 from robench.errors import RobenchError
 from robench.registry import load_registry
+from robench.weights import check_readable
 
 # Prefixes timm itself reads in a model name (``hf-hub:timm/vit_...``): not a provider's.
 TIMM_SOURCES = ("hf-hub", "hf_hub", "local-dir")
@@ -37,10 +38,15 @@ def provider(spec: BackboneSpec) -> Backbone:
 
 
 def check_backbone(spec: BackboneSpec) -> None:
-    """Fail early, with valid names, for an unknown model or a missing weights file."""
-    provider(spec).check(spec.name)
+    """Fail early, with valid names, for an unknown model, a missing or unreadable weights file,
+    a file of another model, or hub weights that cannot be had."""
+    backbone = provider(spec)
+    backbone.check(spec.name)
     if spec.weights is not None and not spec.weights.is_file():
         raise RobenchError(f"weights file {spec.weights} not found: pass --weights with a weights file of {spec.label}")
+    if spec.weights is not None:
+        check_readable(spec.weights)
+    backbone.check_weights(spec.name, spec.weights, spec.pretrained)
 
 
 def create_backbone(spec: BackboneSpec, num_classes: int) -> tuple[nn.Module, tuple, tuple]:
@@ -58,4 +64,4 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["BackboneSpec", "Normalized", "check_backbone", "create_backbone", "file_sha256", "parse_backbone"]
+__all__ = ["MICRO", "BackboneSpec", "Normalized", "check_backbone", "create_backbone", "file_sha256", "parse_backbone"]

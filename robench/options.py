@@ -12,8 +12,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from robench.errors import PluginError
-from robench.registry import Plugin, Registry
+from robench.errors import PluginError, one_line
+from robench.registry import PLURALS, Plugin, Registry
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -39,7 +39,7 @@ def parse_specs(text: str, what: str) -> list[Spec]:
     """Split ``"full,vpt_deep:prompts=5"`` into specs; an empty list is an error."""
     specs = [parse_spec(part.strip(), what) for part in text.split(",") if part.strip()]
     if not specs:
-        raise PluginError(f"no {what} given: name at least one, e.g. --{what}s NAME")
+        raise PluginError(f"no {what} given: name at least one, e.g. --{PLURALS[what]} NAME")
     return specs
 
 
@@ -70,6 +70,12 @@ def build(plugin: Plugin, options: dict[str, str], spec_text: str):
         return plugin.factory(**kwargs)
     except (ValueError, TypeError) as exc:
         raise PluginError(f"invalid {plugin.kind} {spec_text!r}: {exc}") from None
+    except PluginError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a plugin's bug is reported as its package's, in one line)
+        raise PluginError(f"{plugin.kind} {plugin.name!r} from package {plugin.package!r} failed to start "
+                          f"({one_line(exc)}): "
+                          f"report it to that package, or use another {plugin.kind}") from None
 
 
 def resolve(registry: Registry, kind: str, spec: Spec, reserved: typing.Collection[str] = ()):

@@ -132,12 +132,16 @@ def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
             parts.append(f"Under `{attack}@{eps_label(eps)}`:\n\n" + table.to_markdown(index=False, disable_numparse=True))
     if not parts:
         return ""
-    return ("## Per-class recall\n\n"
-            "Each cell: the share of the attacked images of that class the model classified correctly, clean → "
+    return "## Per-class recall\n\n" + explanation(malignant) + "\n\n" + "\n\n".join(parts)
+
+
+def explanation(malignant: Sequence[str] = ()) -> str:
+    """What a per-class table's cells mean: the markdown page and the website both say it."""
+    return ("Each cell: the share of the attacked images of that class the model classified correctly, clean → "
             "after the attack (%, mean over seeds); `n` is the number of attacked images of the class. A model "
             "whose robust accuracy comes from one class keeps only that column. Every attack@eps, as numbers: the "
             "page's `-per-class.csv`."
             + (f" `{MISSED}`: of the malignant images ({', '.join(malignant)}) the model got right before the "
                "attacks, the % that some attack at that eps (of the table's norm) made it call a benign class: a missed "
                "cancer."
-               if malignant else "") + "\n\n" + "\n\n".join(parts))
+               if malignant else ""))

@@ -19,7 +19,9 @@ from robench.backbone import BackboneSpec
 from robench.compute import attack_label
 from robench.dataset import Dataset
 from robench.defense import NONE, Defense, combined_label
-from robench.errors import PluginError, RobenchError
+from robench.errors import PluginError, RobenchError, one_line
+from robench.limits import check_numbers
+from robench.names import check_name
 from robench.options import Spec, coerce, resolve
 from robench.prepare import SPLIT_TEST, Prepared, resolve_dataset
 from robench.registry import load_registry
@@ -37,7 +39,7 @@ class RunConfig:
     eps: list[float]
     seeds: list[int]
     out: Path
-    leaderboard_dir: Path
+    leaderboard_dir: Path | None  # also publish the page there (robench.publish); None: only in ``out``
     name: str
     data_dir: Path | None = None
     subset: int | None = None
@@ -59,6 +61,10 @@ class RunConfig:
     ray_gpus_per_task: float | None = None
     defenses: list[Spec] = field(default_factory=lambda: [Spec(NONE, NONE)])  # "none": train without one
     reference: str | None = None  # the strategy label the page's paired tests compare with
+    threads: int | None = None  # torch threads; None: chosen from the cores (robench.threads)
+    log_json: Path | None = None  # also append the run's progress events there (robench.progress)
+    force: bool = False  # replace a page in leaderboard_dir made from other runs
+    formats: tuple[str, ...] = ("md",)  # the page, and its table as "csv" and "json" (robench.export)
 
 
 @dataclass
@@ -81,6 +87,8 @@ class Plan(NamedTuple):
 
 def plan(config: RunConfig) -> Plan:
     """Resolve every spec into a plugin (and a strategy's recipe), failing on the first bad one."""
+    check_numbers(config)
+    check_name(config.name, "--name")
     registry = load_registry()
     dataset = resolve_dataset(config.dataset)
     if config.test_set != SPLIT_TEST and config.test_set not in dataset.test_sets:
@@ -148,9 +156,19 @@ def check_strategies_fit(strategies: list[Planned], model: torch.nn.Module, back
         except RobenchError:
             raise
         except Exception as exc:  # noqa: BLE001  (a third party's adapt may raise anything)
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise PluginError(f"strategy {plugin.name} cannot adapt backbone {backbone} ({type(exc).__name__}: {message[:200]}): "
+            raise PluginError(f"strategy {plugin.name} (package {package_of('strategy', plugin)}) cannot adapt backbone {backbone} "
+                              f"({one_line(exc)}): "
                               "pick another backbone or strategy (docs/backbones.md lists what works)") from None
+
+
+def package_of(kind: str, plugin) -> str:
+    """The distribution a plugin instance came from, for messages that say whom to tell; its module
+    for one that was never registered (built in a notebook)."""
+    try:
+        found = load_registry().get(kind, plugin.name)
+    except PluginError:
+        return type(plugin).__module__
+    return found.package if isinstance(plugin, found.factory) else type(plugin).__module__
 
 
 def tell_attacks_the_classes(attacks: list[Planned], prepared: Prepared) -> None:
@@ -160,6 +178,9 @@ def tell_attacks_the_classes(attacks: list[Planned], prepared: Prepared) -> None
             attack.plugin.for_dataset(list(prepared.images.classes), prepared.positive)
         except ValueError as exc:
             raise RobenchError(f"attack {attack.label}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001  (a third party's bug, named by its package)
+            raise PluginError(f"attack {attack.label} (package {package_of('attack', attack.plugin)}) failed in for_dataset "
+                              f"({one_line(exc)})") from None
 
 
 def refuse_duplicates(labels: list[str], kind: str) -> None:

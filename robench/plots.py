@@ -27,11 +27,20 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robench import confusion, minimal_eps
+from robench.atomic import replacing
 from robench.attack import CLEAN
+from robench.merge import board_frame, page_name
 from robench.metrics import eps_label
+from robench.names import file_in
 from robench.summary import (
-    DEFAULT_PROTOCOL, PROTOCOLS, Protocol, _attack_columns, _ordered, _sentence, board_frame, model_order,
-    run_name, summarise,
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
+    Protocol,
+    _attack_columns,
+    _ordered,
+    _sentence,
+    model_order,
+    summarise,
 )
 from robench.worst_case import WORST_LABELS, norm_of
 
@@ -132,15 +141,14 @@ def figure(
     return fig
 
 
-def write_plots(run_dir: Path, out_dirs: Sequence[Path], name: str | None = None) -> list[tuple[str, str]]:
+def write_plots(runs: Path | Sequence[Path], out_dirs: Sequence[Path], name: str | None = None) -> list[tuple[str, str]]:
     """Draw every attack's plot into the first of ``out_dirs`` and copy it to the others.
 
     Returns ``(attack, file name)`` pairs in the leaderboard's attack order; none, and nothing
     written, for a run without attacked cells or with a config the leaderboard refuses.
     """
-    run_dir = Path(run_dir)
-    frame, config = board_frame(run_dir)
-    name = name or run_name(config, run_dir)
+    frame, config = board_frame(runs)  # one run, or several merged (robench.merge)
+    name = name or page_name(config)
     protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
     protocol = PROTOCOLS.get(protocol_name)
     if frame.empty or protocol is None:
@@ -178,13 +186,15 @@ def _confusion_plot(frame, config, strategies, attacks, name, out_dirs) -> list[
 
 
 def _save(fig, file: str, out_dirs) -> None:
+    """Each PNG written whole or not at all (robench.atomic): a full disk leaves no half image;
+    always directly inside its folder (robench.names.file_in)."""
     first, *others = [Path(d) for d in out_dirs]
-    first.mkdir(parents=True, exist_ok=True)
-    fig.savefig(first / file)
+    with replacing(file_in(first, file)) as partial:
+        fig.savefig(partial, format="png")
     for other in others:
         if other.resolve() != first.resolve():
-            other.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(first / file, other / file)
+            with replacing(file_in(other, file)) as partial:
+                shutil.copyfile(first / file, partial)
 
 
 def _settled(grid: np.ndarray, accuracy: np.ndarray) -> float:

@@ -49,7 +49,13 @@ def prepare_data(config, dataset: Dataset | None = None) -> Prepared:
     test = None
     if config.test_set != SPLIT_TEST:  # first: a missing --test-dir is the cheaper mistake to report
         test = dataset.load_test_set(config.test_set, config.test_dir, image_size=size)
-    images = dataset.load(config.data_dir or dataset.default_data_dir(), image_size=size, subset=config.subset)
+    try:
+        images = dataset.load(config.data_dir or dataset.default_data_dir(), image_size=size, subset=config.subset)
+    except (MemoryError, RuntimeError) as exc:  # torch says "can't allocate memory", numpy raises MemoryError
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        raise DataError(f"the images of {dataset.name} at {size}x{size} px do not fit in memory: lower --image-size "
+                        "or use fewer images (--subset N)") from None
     unknown = sorted(set(dataset.positive) - set(images.classes))
     if unknown:
         raise DataError(f"positive class(es) {', '.join(unknown)} are not classes of {images.name} "

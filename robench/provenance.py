@@ -54,7 +54,7 @@ def describe(config, prepared: Prepared, backbone_params: int) -> dict:
         "precision": {"train": config.train_precision, "attack": config.attack_precision},
         "execution": {"executor": config.executor, "ray_address": config.ray_address,
                       "ray_gpus_per_task": config.ray_gpus_per_task, "channels_last": config.channels_last,
-                      "compile": config.compile},
+                      "compile": config.compile, "threads": config.threads},
     }
 
 

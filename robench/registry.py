@@ -7,7 +7,6 @@ comma-separated list of entry-point names to keep some from loading (like pytest
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 from dataclasses import dataclass
@@ -18,11 +17,12 @@ import pluggy
 
 from robench import hookspecs
 from robench.attack import check_attack_class
-from robench.errors import PluginError
+from robench.errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "robench"
 KINDS = {"strategy": "register_strategies", "attack": "register_attacks", "defense": "register_defenses",
          "dataset": "register_datasets", "backbone": "register_backbones"}
+PLURALS = {"strategy": "strategies", "attack": "attacks", "defense": "defenses", "dataset": "datasets", "backbone": "backbones"}
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,8 @@ class Registry:
         if plugin is not None:
             return plugin
         valid = self.names(kind)
-        close = difflib.get_close_matches(name, valid, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
         broken = "".join(f"; plugin {f.package!r} failed to load ({f.error})" for f in self.failures)
-        raise PluginError(f"unknown {kind} {name!r}: {hint}valid {kind}s: {', '.join(valid)}{broken}")
+        raise PluginError(f"unknown {kind} {name!r}: {did_you_mean(name, valid)}valid {PLURALS[kind]}: {', '.join(valid)}{broken}")
 
 
 def load_registry() -> Registry:

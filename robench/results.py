@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from robench import schema
 from robench.attack import CLEAN, LEGACY_NORM, MINIMAL
 from robench.errors import RobenchError
 
@@ -114,15 +115,15 @@ def read_rows(run_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(keepends=True), start=1):
-        if line.endswith("\n") and line.strip():
+    for number, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
+        if line.endswith(b"\n") and line.strip():
+            advice = "the file was edited or damaged; delete that line (its cell is then run again) or use another --out"
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise RobenchError(
-                    f"{path} line {number} is not a JSON row: the file was edited or damaged; "
-                    "delete that line (its cell is then run again) or use another --out"
-                ) from None
+                row = json.loads(line)
+            except ValueError:  # not JSON, or not UTF-8
+                raise RobenchError(f"{path} line {number} is not a JSON row: {advice}") from None
+            schema.check(row, schema.ROW, f"{path} line {number}", advice)
+            rows.append(row)
     return rows
 
 
@@ -214,7 +215,17 @@ def write_config(run_dir: Path, config: dict) -> None:
 
 
 def read_config(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    """A run's config.json, checked against its shape (robench.schema): one line naming the field if not."""
+    path = Path(run_dir) / CONFIG_FILE
+    advice = "restore the file robench wrote, or run the command again with another --out"
+    try:
+        config = json.loads(path.read_bytes())
+    except ValueError:  # not JSON, or not UTF-8
+        raise RobenchError(f"{path} is not valid JSON: {advice}") from None
+    except OSError as exc:
+        raise RobenchError(f"cannot read {path} ({exc.strerror}): fix its permissions or pass another --out") from None
+    schema.check(config, schema.CONFIG, str(path), advice)
+    return config
 
 
 def _jsonable(value):

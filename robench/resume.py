@@ -11,15 +11,15 @@ anything trains.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from robench import checkpoints, features, results
 from robench.attack import CLEAN, MINIMAL
-from robench.fingerprint import COMPARABLE
 from robench.errors import RobenchError
+from robench.fingerprint import COMPARABLE
 
 LOCK_FILE = ".robench.lock"
 # What a run written before a setting of COMPARABLE existed used: it compares as that value.
@@ -29,11 +29,13 @@ EXTENDABLE = ("strategies", "attacks", "eps", "seeds", "defenses")
 
 
 @contextmanager
-def exclusive(out: Path) -> Iterator[None]:
+def exclusive(out: Path, made: Path | None = None) -> Iterator[None]:
     """Hold ``<out>/.robench.lock`` for the whole run; refuse at once if another run holds it.
 
     The lock is an OS file lock: a killed run releases it with its process, so no stale lock
-    is left behind to delete by hand.
+    is left behind to delete by hand. When a failure leaves ``out`` holding nothing but the lock,
+    the folders this run made for it (``out`` up to ``made``) are removed: no empty run folder is
+    left to puzzle over.
     """
     lock = FileLock(Path(out) / LOCK_FILE)
     try:
@@ -44,8 +46,24 @@ def exclusive(out: Path) -> Iterator[None]:
         ) from None
     try:
         yield
+    except BaseException:
+        if made is not None:
+            _remove_if_unused(Path(out), Path(made))
+        raise
     finally:
         lock.release()
+
+
+def _remove_if_unused(out: Path, made: Path) -> None:
+    """Remove ``out``, and the folders above it up to ``made``, if ``out`` holds nothing but the lock."""
+    if [p.name for p in out.iterdir()] != [LOCK_FILE]:
+        return
+    with suppress(OSError):  # a folder that is not empty stays (so do those above it); the run's error is what is raised
+        (out / LOCK_FILE).unlink()
+        for folder in [out, *out.parents]:
+            folder.rmdir()
+            if folder == made:
+                break
 
 
 def start(out: Path, new: dict) -> dict:
@@ -63,13 +81,10 @@ def start(out: Path, new: dict) -> dict:
         return new
     if not (out / results.CONFIG_FILE).exists():
         raise RobenchError(f"{out} holds results but no {results.CONFIG_FILE}, so they cannot be checked against this run: pass another --out")
-    try:
-        old = results.read_config(out)
-    except ValueError:
-        raise RobenchError(f"{out / results.CONFIG_FILE} is not valid JSON: restore it or pass another --out") from None
+    old = results.read_config(out)  # refused in one line naming the field if it is not what robench wrote
     _check_format(out, old)
     _check_comparable(out, old["comparable"], new["comparable"])
-    return _merge(old, new)
+    return merge_configs(old, new)
 
 
 def finished(rows: list[dict]) -> set[tuple]:
@@ -127,7 +142,8 @@ def _check_comparable(out: Path, old: dict, new: dict) -> None:
             )
 
 
-def _merge(old: dict, new: dict) -> dict:
+def merge_configs(old: dict, new: dict) -> dict:
+    """One config.json for the rows of two comparable ones (also a merged page's, robench.merge)."""
     merged = new | {key: _union(old.get(key, []), new[key]) for key in EXTENDABLE}
     commands = old.get("command", "").splitlines()
     merged["command"] = "\n".join(commands + [c for c in new["command"].splitlines() if c not in commands])

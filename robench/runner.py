@@ -15,19 +15,18 @@ from pathlib import Path
 
 import torch
 
-from robench import compute, executors, leaderboard, results, resume
+from robench import compute, executors, leaderboard, progress, publish, results, resume, threads
 from robench.attack import CLEAN
 from robench.errors import RobenchError
 from robench.fingerprint import run_settings
-from robench.metrics import majority_accuracy
+from robench.limits import check_image_size
+from robench.metrics import eps_label, majority_accuracy
 from robench.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model  # noqa: F401
 from robench.models import check_backbone, create_backbone
 from robench.options import Spec  # noqa: F401  (RunConfig's spec type, for callers building one)
 from robench.plan import Plan, Planned, RunConfig, check_strategies_fit, plan, tell_attacks_the_classes  # noqa: F401
 from robench.prepare import prepare_data, test_arrays
-from robench.progress import say
 from robench.provenance import describe
-
 
 
 def run(config: RunConfig) -> tuple[Path, list[dict]]:
@@ -41,9 +40,15 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     planned = plan(config)  # after settle: an attack's precision is the one its device computes
     executor = executors.choose(config.executor, config.ray_address, config.ray_gpus_per_task)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
-    make_out_dir(config.out)
-    with resume.exclusive(config.out), numerics():
-        return _run_grid(config, planned, device, executor)
+    check_image_size(config.backbone, device)
+    publish.claim(publish.pages([config.out], config.leaderboard_dir, config.name), [config.out], config.force)  # not after hours
+    with progress.run_log(config.log_json) as log:  # a bad --log-json fails before the run folder exists
+        made = next((f for f in [*reversed(config.out.parents), config.out] if not f.exists()), None)  # removed if the run fails at once
+        writable_folder(config.out, "--out")
+        if config.leaderboard_dir is not None:  # a file or a read-only mount is found now, not after the training
+            writable_folder(config.leaderboard_dir, "--leaderboard-dir")
+        with resume.exclusive(config.out, made), numerics(), threads.using(config.threads):
+            return _run_grid(config, planned, device, executor, log)
 
 
 def settle(config: RunConfig, device: torch.device) -> RunConfig:
@@ -57,11 +62,12 @@ def settle(config: RunConfig, device: torch.device) -> RunConfig:
         attack_precision=compute.resolve_attack_precisions(config.attack_precision, device),
         ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device),
         out=Path(config.out).absolute(),
+        threads=threads.choose(config.threads),
         backbone=replace(config.backbone, weights=None if weights is None else Path(weights).absolute()),
     )
 
 
-def _run_grid(config: RunConfig, planned: Plan, device, executor=executors.local) -> tuple[Path, list[dict]]:
+def _run_grid(config: RunConfig, planned: Plan, device, executor, log: progress.RunLog) -> tuple[Path, list[dict]]:
     strategies, attacks = planned.strategies, planned.attacks
     prepared = prepare_data(config, planned.dataset)
     tell_attacks_the_classes(attacks, prepared)
@@ -76,34 +82,38 @@ def _run_grid(config: RunConfig, planned: Plan, device, executor=executors.local
 
     failed = []
     cells = [(strategy, seed) for strategy in strategies for seed in config.seeds]
-    context = dict(config=config, attacks=attacks, prepared=prepared, device=device, settings=settings, done=done)
+    context = {"config": config, "attacks": attacks, "prepared": prepared, "device": device, "settings": settings, "done": done}
+    log.start(len(strategies), len(config.seeds), len(attacks), len(config.eps), config.threads, config.out)
     with closing(executor(model_rows, cells, context)) as finished_models:
         for finished in finished_models:
             strategy, seed = finished.cell
-            fresh = 0
+            working = log.model(strategy.label, seed, live=executor is executors.local)  # local: it trains as its rows are read
+            fresh = []
             if finished.error is not None:
                 finished.rows = lost_model_rows(config, strategy, attacks, seed, done, finished.error)
             for row in finished.rows:
                 row |= {"majority_acc": majority}
                 results.append_row(config.out, row)
-                fresh += 1
+                fresh.append(row)
                 if row["status"] != "ok":
                     failed.append(row)
             rows = results.latest(results.read_rows(config.out))
             done_rows = [r for r in rows if r["strategy"] == strategy.label and r["seed"] == seed]
-            say(_summary_line(strategy.label, seed, done_rows) + ("" if fresh else " (finished earlier)"))
-    path = leaderboard.write(config.out, config.leaderboard_dir, config.name)
+            log.model_done(working, _summary_line(strategy.label, seed, done_rows), fresh)
+    path = leaderboard.write(config.out, config.leaderboard_dir, config.name, force=config.force, formats=config.formats)
+    log.finish(path, results.latest(results.read_rows(config.out)))
     return path, failed
 
 
-def make_out_dir(out: Path) -> None:
+def writable_folder(folder: Path, flag: str) -> None:
+    """Create ``folder`` and prove it writable (not a file, not on a read-only mount), or one line."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise RobenchError(f"cannot write to output directory {out} ({exc.strerror}): pass a writable --out") from None
+        raise RobenchError(f"cannot write to {flag} {folder} ({exc.strerror}): pass a writable folder as {flag}") from None
 
 
 def _summary_line(label: str, seed: int, rows: list[dict]) -> str:
@@ -111,7 +121,7 @@ def _summary_line(label: str, seed: int, rows: list[dict]) -> str:
     if not ok:
         return f"{label} seed {seed}: FAILED ({rows[0]['error'] if rows else 'no rows'})"
     clean = ok[0]
-    attacked = ", ".join(f"{r['attack']}@{r['eps']:g} {100 * r['robust_acc']:.1f}%" for r in ok if r["attack"] != CLEAN)
+    attacked = ", ".join(f"{r['attack']}@{eps_label(r['eps'])} {100 * r['robust_acc']:.1f}%" for r in ok if r["attack"] != CLEAN)
     failed = len(rows) - len(ok)
     return (f"{label} seed {seed}: clean acc {100 * clean['clean_acc']:.1f}%, balanced {100 * clean['clean_bacc']:.1f}%"
             + (f"; robust {attacked}" if attacked else "") + (f"; {failed} cells failed" if failed else ""))

@@ -7,6 +7,7 @@ A strategy plugin subclasses :class:`Strategy`, takes its options as keyword arg
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import ClassVar
@@ -40,8 +41,10 @@ class Recipe:
             raise ValueError(f"schedule must be cosine or constant, not {self.schedule!r}")
         if self.class_weighting not in ("balanced", "none"):
             raise ValueError(f"class_weighting must be balanced or none, not {self.class_weighting!r}")
-        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
-            raise ValueError("lr must be > 0, epochs and batch_size >= 1, warmup_epochs >= 0")
+        if not 0 < self.lr < math.inf or self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:  # nan too
+            raise ValueError("lr must be a finite number > 0, epochs and batch_size >= 1, warmup_epochs >= 0")
+        if not (0 <= self.weight_decay < math.inf and 0 <= self.momentum < math.inf and 0 <= self.label_smoothing < 1):
+            raise ValueError("weight_decay and momentum must be finite numbers >= 0, label_smoothing in [0, 1)")
 
     def override(self, **changes) -> Recipe:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

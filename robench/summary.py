@@ -14,8 +14,8 @@ import pandas as pd
 
 from robench.attack import CLEAN
 from robench.defense import NONE, combined_label
-from robench.results import CELL_METRICS, CONFIG_FILE, MODEL_METRICS, read_config, read_frame
-from robench.worst_case import with_worst_case
+from robench.names import check_name, name_from
+from robench.results import CELL_METRICS, CONFIG_FILE, MODEL_METRICS, read_config
 
 UNKNOWN = "unknown"
 
@@ -110,15 +110,11 @@ def _attack_columns(frame: pd.DataFrame, attack_order: Sequence[str]) -> list[tu
     ]
 
 
-def board_frame(run_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """A run's rows with its worst-case rows added, and its config: what the page and plots show."""
-    config = _config(Path(run_dir))
-    return with_worst_case(read_frame(Path(run_dir)), attacked_labels(config)), config
-
-
 def run_name(config: Mapping, run_dir: Path) -> str:
-    """The config's name, else the run dir's: old runs may not have written one."""
-    return config.get("name") or Path(run_dir).name
+    """The config's name, else the run dir's (old runs may not have written one): a name, never a path."""
+    if config.get("name"):
+        return check_name(config["name"], f"{Path(run_dir) / CONFIG_FILE}: field name")
+    return name_from(Path(run_dir).resolve().name)
 
 
 def _config(run_dir: Path) -> dict:

@@ -25,7 +25,7 @@ from robench.dataset import SYMMETRIES
 from robench.defense import Defense, defended_loss
 from robench.errors import RobenchError
 from robench.metrics import balanced_accuracy
-from robench.progress import progress
+from robench.progress import TRAINING, progress
 from robench.strategy import Recipe, Strategy
 
 
@@ -182,7 +182,7 @@ def train(
     weights = class_weights(train_labels.cpu(), num_classes, recipe.class_weighting)
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), label_smoothing=recipe.label_smoothing)
     best_bacc, best_epoch, best_state = -1.0, 0, None
-    for epoch in progress(range(1, recipe.epochs + 1), desc=f"train {label}", unit="epoch"):
+    for epoch in progress(range(1, recipe.epochs + 1), desc=f"train {label}", unit="epoch", phase=TRAINING):
         set_train_mode()
         for batch in torch.randperm(len(train_labels), generator=generator).split(recipe.batch_size):
             with autocast(device, precision):

@@ -69,7 +69,7 @@ def test_precision_and_execution_options_are_recorded_in_config_and_leaderboard(
     assert config["precision"] == {"train": expected, "attack": "fp32"}
     assert config["comparable"]["train_precision"] == expected and config["comparable"]["attack_precision"] == "fp32"
     assert config["execution"] == {"executor": "local", "ray_address": None, "ray_gpus_per_task": None,
-                                   "channels_last": True, "compile": False}
+                                   "channels_last": True, "compile": False, "threads": config["execution"]["threads"]}
     assert f"- **precision**: training {expected}, attacks fp32" in (tmp_path / "run.md").read_text()
 
 

@@ -12,7 +12,7 @@ import pytest
 from robench.results import read_rows
 from tests.conftest import REPO
 
-EXAMPLES = [REPO / "docs" / "examples" / name for name in ("robench-bitfit", "robench-random-sign")]
+EXAMPLES = [REPO / "docs" / "examples" / name for name in ("robench-bitfit", "robench-random-sign", "robench-goodfellow-at")]
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,29 @@ def listing(installed, tmp_path_factory) -> subprocess.CompletedProcess:
 def test_installed_plugin_is_listed_with_its_package(listing):
     assert listing.returncode == 0, listing.stderr
     assert "bitfit" in listing.stdout and "from robench-bitfit 0.1.0; options: train_norms=False" in listing.stdout
+    assert "from robench-goodfellow-at 0.1.0; options: eps=0.01, clean_weight=0.5" in listing.stdout
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if (e / "tests").is_dir()], ids=lambda p: p.name)
+def test_each_examples_own_tests_pass_as_shipped(example, monkeypatch):
+    """The tutorial tells plugin authors to copy these tests: they must run against this robench.
+    In this process, from the source folders: a pytest of its own would start torch again."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(example))
+    for path in sorted((example / "tests").glob("test_*.py")):
+        spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for name in [n for n in dir(module) if n.startswith("test_")]:
+            getattr(module, name)()
 
 
 def test_installed_plugin_runs_and_gets_a_leaderboard_row(installed, tmp_path):
     result = robench(installed, "run", "--dataset", "synthetic", "--strategies", "bitfit:train_norms=true",
                      "--attacks", "fgsm", "--eps", "0.01", "--epochs", "1", "--out", "run", "--name", "b", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    board = (tmp_path / "leaderboards" / "b.md").read_text()
+    board = (tmp_path / "run" / "leaderboard.md").read_text()  # a run's page stays in its folder
     assert "| bitfit(train_norms=true) |" in board.replace("  ", " ")
 
 
@@ -67,4 +83,4 @@ def test_installed_attack_plugin_is_listed_and_is_weaker_than_fgsm(installed, li
     rows = {row["attack"]: row for row in read_rows(tmp_path / "run")}
     # noise at the full budget is a floor: the gradient's direction must hurt at least as much
     assert rows["fgsm"]["robust_acc"] < rows["random_sign(draws=3)"]["robust_acc"] <= rows["none"]["clean_acc"]
-    assert "| linear_probe |" in (tmp_path / "leaderboards" / "r.md").read_text().replace("  ", " ")
+    assert "| linear_probe |" in (tmp_path / "run" / "leaderboard.md").read_text().replace("  ", " ")

@@ -17,8 +17,9 @@ from robench_plugins.strategies.full import Full
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "seconds_per_epoch", "attack_seconds", "peak_mem_mb")
-GRID = ["--dataset", "synthetic", "--subset", "200", "--epochs", "2", "--seeds", "0,1", "--quiet",
-        "--strategies", "full,linear_probe", "--attacks", "fgsm", "--eps", "0.01"]
+BASE = ["--dataset", "synthetic", "--subset", "200", "--epochs", "2", "--quiet", "--attacks", "fgsm", "--eps", "0.01"]
+GRID = [*BASE, "--strategies", "full,linear_probe"]
+SEEDS = ["--seeds", "0,1"]  # a repeated --seeds (or --strategies) adds up: tests that want others leave these out
 
 
 def run_cli(capsys, *argv):
@@ -36,11 +37,11 @@ def by_cell(rows: list[dict]) -> list[str]:
 @pytest.mark.slow  # starts a local Ray instance (16 s); the other executor tests stay in the default run
 def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    assert run_cli(capsys, "run", *GRID, "--out", str(tmp_path / "local"), "--leaderboard-dir", str(tmp_path))[0] == 0
+    assert run_cli(capsys, "run", *GRID, *SEEDS, "--out", str(tmp_path / "local"), "--leaderboard-dir", str(tmp_path))[0] == 0
     monkeypatch.setattr(runner, "train", None)  # the models train in Ray's worker processes, not in this one
     ray.init(num_cpus=2, include_dashboard=False, logging_level="error")
     try:
-        code, _, err = run_cli(capsys, "run", *GRID, "--executor", "ray", "--out", str(tmp_path / "ray"),
+        code, _, err = run_cli(capsys, "run", *GRID, *SEEDS, "--executor", "ray", "--out", str(tmp_path / "ray"),
                                "--leaderboard-dir", str(tmp_path))
         assert code == 0, err
         assert ray.is_initialized()  # an instance the caller started is left to the caller
@@ -60,12 +61,12 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
 
 def test_ray_not_installed_is_one_line_saying_what_to_install(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
-    code, _, err = run_cli(capsys, "run", *GRID, "--executor", "ray", "--out", str(tmp_path / "run"))
+    code, _, err = run_cli(capsys, "run", *GRID, *SEEDS, "--executor", "ray", "--out", str(tmp_path / "run"))
     assert code == 2 and err.count("\n") == 1 and 'pip install "robench[ray]"' in err, err
 
 
 def test_the_local_executor_does_not_import_ray(tmp_path):
-    argv = ["run", *GRID, "--seeds", "0", "--strategies", "linear_probe", "--out", str(tmp_path / "run"),
+    argv = ["run", *BASE, "--seeds", "0", "--strategies", "linear_probe", "--out", str(tmp_path / "run"),
             "--leaderboard-dir", str(tmp_path)]
     script = f"import sys; from robench.cli import main; assert main({argv!r}) == 0; assert 'ray' not in sys.modules, 'ray imported'"
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -84,7 +85,7 @@ def test_a_model_whose_task_died_gets_failed_rows_and_the_next_run_retries_it(ca
     argv = ["run", *GRID, "--seeds", "0", "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path)]
     monkeypatch.setattr(executors, "choose", lambda *args: dying_first)
     code, _, err = run_cli(capsys, *argv)
-    assert code == 1 and "failed: full seed 0 none@0.0: RuntimeError: worker died" in err
+    assert code == 1 and "failed: full seed 0 none@0: RuntimeError: worker died" in err
     rows = read_rows(tmp_path / "run")
     assert [(r["strategy"], r["attack"], r["status"]) for r in rows] == [
         ("full", "none", "failed"), ("full", "fgsm", "failed"), ("linear_probe", "none", "ok"), ("linear_probe", "fgsm", "ok")]

@@ -150,7 +150,7 @@ def test_failing_cells_are_recorded_and_the_other_cells_complete(installed, caps
     assert {r["status"] for r in rows if r["strategy"] != "linear_probe"} == {"failed"}
 
     # The run ends with a summary of the failed cells on stderr, even with --quiet.
-    assert "failed: crashes seed 0 none@0.0: RuntimeError: plugin bug in train_mode" in err
+    assert "failed: crashes seed 0 none@0: RuntimeError: plugin bug in train_mode" in err
     assert "failed: linear_probe seed 0 broken_attack@0.01: ValueError: plugin bug in perturb" in err
     assert err.strip().endswith("robench: 12 cells failed (listed above and in the leaderboard)")
     assert "Traceback" not in err and f"leaderboard: {tmp_path / 'run.md'}" in out

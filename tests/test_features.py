@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from robench import features
 from robench.models import Normalized
@@ -60,7 +61,7 @@ def test_features_are_written_once_and_read_back_equal(tmp_path):
     assert all(torch.equal(first[part], again[part]) for part in features.PARTS)
 
 
-@pytest.mark.parametrize("spoil", ["other key", "corrupt", "missing part", "metadata not JSON"])
+@pytest.mark.parametrize("spoil", ["other key", "corrupt", "missing part", "metadata not JSON", "edited values"])
 def test_features_that_do_not_fit_are_computed_again(tmp_path, spoil):
     from robench.checkpoints import write_tensors
 
@@ -71,10 +72,15 @@ def test_features_that_do_not_fit_are_computed_again(tmp_path, spoil):
         path.write_bytes(b"\x00" * 40)
     elif spoil == "missing part":
         write_tensors(path, {"train": torch.ones(1)}, {"robench_features": features.FORMAT, "key": json.dumps(KEY, sort_keys=True)})
-    else:
+    elif spoil == "metadata not JSON":
         write_tensors(path, {"train": torch.ones(1), "val": torch.ones(1)}, {"robench_features": features.FORMAT, "key": "{not json"})
+    else:  # the right key and shapes, other numbers: only the checksum tells
+        features.stored(path, KEY)(_computed([]))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+        write_tensors(path, {"train": torch.zeros(3, 2), "val": torch.ones(2, 2)}, metadata)
     out = features.stored(path, KEY)(_computed(calls))
-    assert calls == [1] and torch.equal(out["val"], torch.ones(2, 2))
+    assert calls == [1] and torch.equal(out["val"], torch.ones(2, 2)) and torch.equal(out["train"], torch.arange(6.0).view(3, 2))
     assert features.stored(path, KEY)(_computed(calls)) and calls == [1]  # rewritten, so now it fits
 
 

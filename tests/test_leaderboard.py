@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from robench import leaderboard
+from robench import leaderboard, publish
 from robench.errors import RobenchError
 from robench.results import append_row, read_frame, write_config
 
@@ -251,7 +251,9 @@ def test_write_puts_page_in_both_places(run_dir, tmp_path):
     path = leaderboard.write(run_dir, tmp_path / "board")
     assert path == tmp_path / "board" / "ham-vit_tiny-20261122-103000.md"
     plots = [(attack, f"{path.stem}-{attack}.png") for attack in ATTACKS]
-    assert path.read_text() == (run_dir / "leaderboard.md").read_text() == leaderboard.render(run_dir, plots=plots)
+    assert path.read_text() == (run_dir / "leaderboard.md").read_text()
+    assert path.read_text().startswith(leaderboard.render(run_dir, plots=plots))
+    assert publish.made_from(path) == [("ham-vit_tiny-20261122-103000", publish.run_id(run_dir))]
     assert leaderboard.write(run_dir, tmp_path / "board", name="mine") == tmp_path / "board" / "mine.md"
 
 

@@ -306,4 +306,5 @@ def test_a_strategy_whose_adapt_raises_anything_is_one_line_naming_it(micro_vit)
     with pytest.raises(PluginError) as info:
         check_strategies_fit([Planned("clumsy", Clumsy())], micro_vit[0], "robench_vit_micro")
     message = str(info.value)
-    assert "\n" not in message and message.startswith("strategy clumsy cannot adapt backbone robench_vit_micro (AttributeError:")
+    assert "\n" not in message and message.startswith(f"strategy clumsy (package {__name__}) cannot adapt backbone "
+                                                       "robench_vit_micro (AttributeError:")

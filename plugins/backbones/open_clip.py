@@ -19,6 +19,7 @@ from torch import nn
 import robench
 from robench.backbone import Backbone
 from robench.errors import RobenchError, import_optional
+from robench.weights import hub_reachable, no_download, offline_unless_reachable
 
 INSTALL = 'pip install "robench[open_clip]"'
 
@@ -62,6 +63,10 @@ class OpenClip(Backbone):
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
             raise RobenchError(f"open_clip has no weights {tag!r} for {name}: its tags are {tags}")
 
+    def check_weights(self, model: str, weights: Path | None, pretrained: bool) -> None:
+        if weights is None and pretrained:
+            offline_unless_reachable()  # a download that is not cached then fails at once, not after a minute of retries
+
     def default_image_size(self, model: str) -> int:
         config = _import().get_model_config(model.partition("@")[0]) or {}
         size = config.get("vision_cfg", {}).get("image_size", 224)
@@ -81,6 +86,8 @@ class OpenClip(Backbone):
             raise RobenchError(f"weights {source} do not fit open_clip:{name} ({str(exc).splitlines()[0][:200]}): "
                                "pass the weights of this model") from None
         except (OSError, ValueError) as exc:
+            if weights is None and not hub_reachable():
+                raise no_download(f"open_clip:{model}") from None
             raise RobenchError(f"could not load open_clip:{name} weights {source} ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0][:200]}): pass a readable local checkpoint with --weights") from None
         cfg = open_clip.get_model_preprocess_cfg(clip)

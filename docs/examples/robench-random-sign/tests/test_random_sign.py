@@ -2,7 +2,7 @@
 
 import torch
 
-from robench.backbone import MICRO, BackboneSpec, Normalized, create_backbone
+from robench.models import MICRO, BackboneSpec, Normalized, create_backbone
 from robench_random_sign import RandomSign
 
 

@@ -7,7 +7,7 @@ Also registers ``robench_vit_micro``, a 0.2M-parameter ViT for the offline synth
 
 from __future__ import annotations
 
-import difflib
+import textwrap
 from pathlib import Path
 
 import timm
@@ -17,13 +17,14 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 import robench
-from robench.backbone import Backbone
-from robench.errors import RobenchError
+from robench.backbone import MICRO, Backbone
+from robench.errors import RobenchError, did_you_mean
+from robench.weights import hub_reachable, no_download, offline_unless_reachable
+from robench_plugins.backbones.timm.weights import check_named_model, fitting_models, load_errors
 
-MICRO = "robench_vit_micro"
 # timm reads a module's `default_cfgs` when registering a model: this gives the micro ViT its
 # input size and a mean/std, like any timm model.
-default_cfgs = generate_default_cfgs({MICRO: dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=7)})
+default_cfgs = generate_default_cfgs({MICRO: {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "num_classes": 7}})
 
 
 @register_model
@@ -32,7 +33,7 @@ def robench_vit_micro(pretrained: bool = False, **kwargs) -> VisionTransformer:
     but a local file given with ``--weights`` loads like any timm model's)."""
     if pretrained and not (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
         raise RobenchError(f"{MICRO} has no pretrained weights: it is for the synthetic dataset and tests")
-    options = dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0) | kwargs
+    options = {"img_size": 32, "patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0} | kwargs
     return build_model_with_cfg(VisionTransformer, MICRO, pretrained=pretrained, **options)
 
 
@@ -43,10 +44,14 @@ class Timm(Backbone):
 
     def check(self, model: str) -> None:
         if not timm.is_model(model):
-            known = timm.list_models("vit_*") + timm.list_models("deit_*") + [MICRO]
-            close = difflib.get_close_matches(model, known, n=3)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            hint = did_you_mean(model, timm.list_models())
             raise RobenchError(f"unknown backbone {model!r}: {hint}any timm model works, e.g. vit_base_patch16_224 (list: timm.list_models('vit_*'))")
+
+    def check_weights(self, model: str, weights: Path | None, pretrained: bool) -> None:
+        if weights is not None:
+            check_named_model(model, weights)
+        elif pretrained and model != MICRO:
+            offline_unless_reachable()  # then a download that is not cached fails at once, not after a minute of retries
 
     def default_image_size(self, model: str) -> int:
         try:
@@ -56,7 +61,7 @@ class Timm(Backbone):
 
     def create(self, model: str, *, num_classes: int, image_size: int, weights: Path | None,
                pretrained: bool) -> tuple[nn.Module, tuple, tuple]:
-        kwargs = dict(num_classes=num_classes, img_size=image_size)
+        kwargs = {"num_classes": num_classes, "img_size": image_size}
         if weights is not None:
             # A local .safetensors/.pth is a state dict: newer timm sends a file of a model whose hub
             # weights are JAX .npz (custom_load, the AugReg ViTs) to the .npz reader and fails.
@@ -75,20 +80,26 @@ class Timm(Backbone):
         except RobenchError:
             raise
         except TypeError as exc:
-            raise RobenchError(f"timm cannot build {model} ({str(exc).splitlines()[0][:150]}): pick another backbone") from None
+            raise RobenchError(f"timm cannot build {model} ({_first_line(exc)}): pick another backbone") from None
         except RuntimeError as exc:  # state-dict mismatch: the weights are another model's
-            details = "; ".join(line.strip() for line in str(exc).splitlines()[1:3])
-            raise RobenchError(
-                f"weights {described} do not fit backbone {model}: {details[:300]}; "
-                f"pass the weights of {model} or the backbone they belong to"
-            ) from None
+            if weights is None or not (mismatch := load_errors(str(exc))):
+                raise RobenchError(f"could not load weights {described} for {model} ({_first_line(exc)})") from None
+            fits = fitting_models(weights, model) or f"pass the weights of {model} or the backbone they belong to"
+            raise RobenchError(f"weights {described} do not fit backbone {model}: {mismatch}; {fits}") from None
         except (OSError, ValueError, SafetensorError) as exc:  # hub unreachable, unreadable file
+            if weights is None and not hub_reachable():
+                raise no_download(model) from None
             raise RobenchError(
-                f"could not load weights {described} for {model} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                f"could not load weights {described} for {model} ({type(exc).__name__}: {_first_line(exc)}); "
                 f"pass a readable local weights file of {model} with --weights"
             ) from None
         cfg = built.pretrained_cfg
         return built, tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
+
+
+def _first_line(exc: Exception) -> str:
+    """An error's first line, shortened at a word boundary, never mid-word."""
+    return textwrap.shorten((str(exc).splitlines() or [""])[0], 200, placeholder=" ...")
 
 
 @robench.hookimpl

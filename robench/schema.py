@@ -1,0 +1,147 @@
+"""The shapes of the files robench reads back, config.json and each row of results.jsonl, and the
+one checker both go through.
+
+A file edited by hand or damaged by another tool is refused in one line naming the file, the field
+and what to do, instead of failing later with a KeyError deep inside a page. The shapes list only
+what robench reads back; other fields pass (a newer robench may add some), and fields a run of an
+older robench lacks are optional unless robench cannot do without them.
+
+A shape is a type (``int`` is never a bool; ``None`` allows null), a tuple of shapes (any of them),
+``[shape]`` (a list of such items), a dict of field -> shape (an object; ``Required(shape)`` marks a
+field that must be there) or ``Each(shape)`` (an object of any keys whose values have that shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from robench.errors import RobenchError
+
+
+@dataclass(frozen=True)
+class Required:
+    shape: Any
+
+
+@dataclass(frozen=True)
+class Each:
+    shape: Any
+
+
+NUMBER = (int, float)
+TEXT = (str, None)
+_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+
+_COMPARABLE = {"recipes": Required(Each(dict)), "plugins": Each(str)}
+CONFIG = {
+    "format": int, "name": TEXT, "command": str, "created": str, "robench_version": TEXT,
+    "protocol": TEXT, "reference": TEXT, "device": TEXT,
+    "seeds": [int], "strategies": [str], "defenses": [str], "attacks": [str], "eps": [NUMBER],
+    "dataset": {"name": TEXT, "description": TEXT, "classes": ([str], None), "malignant": ([str], None)},
+    "split": dict, "backbone": dict, "versions": (Each(TEXT), None), "precision": (dict, None),
+    "attack_samples": ({"n": Required(int), "of": Required(int)}, None),
+    "attacked": ({"ids": Required(list), "labels": Required([int])}, None),
+    "comparable": _COMPARABLE,
+}
+_NUMBER_OR_NULL = (int, float, None)
+ROW = {
+    "strategy": Required(str), "seed": Required(int), "attack": Required(str), "eps": Required(NUMBER),
+    "status": Required(str), "error": TEXT, "strategy_name": TEXT, "defense": TEXT, "attack_name": TEXT,
+    "attack_family": TEXT, "attack_norm": TEXT,
+    **dict.fromkeys(("n_test", "n_attacked", "n_clean_correct", "epochs", "best_epoch"), _NUMBER_OR_NULL),
+    **dict.fromkeys(("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "robust_acc", "robust_bacc",
+                     "acc_on_correct", "attack_success_rate", "eps_max"), _NUMBER_OR_NULL),
+    "clean_pred": ([int], None), "adv_pred": ([int], None), "min_eps": ([_NUMBER_OR_NULL], None),
+}
+
+
+def check(value, shape, source: str, advice: str) -> None:
+    """Raise one line, ``<source>: field F must be ..., got ...: <advice>``, if ``value`` does not fit ``shape``."""
+    found = problem(value, shape)
+    if found is not None:
+        raise RobenchError(f"{source}: {found}: {advice}")
+
+
+def problem(value, shape, path: str = "") -> str | None:
+    """What is wrong with ``value`` against ``shape``, naming the field; None when it fits."""
+    if isinstance(shape, tuple) and not _is_scalar(shape):
+        scalars = tuple(s for s in shape if _is_scalar(s))
+        if scalars and _is(value, scalars):
+            return None
+        # the alternative of the value's own kind (an object, a list) says what is wrong inside it
+        inner = next((s for s in shape if not _is_scalar(s) and _kind(s) is type(value)), None)
+        return _wrong(value, shape, path) if inner is None else problem(value, inner, path)
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return _wrong(value, shape, path)
+        for key, inner in shape.items():
+            required = isinstance(inner, Required)
+            if key not in value:
+                if required:
+                    return f"field {_join(path, key)} is missing"
+                continue
+            if (found := problem(value[key], inner.shape if required else inner, _join(path, key))) is not None:
+                return found
+        return None
+    if isinstance(shape, Each):
+        if not isinstance(value, dict):
+            return _wrong(value, shape, path)
+        return next((f for key, item in value.items() if (f := problem(item, shape.shape, _join(path, key)))), None)
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return _wrong(value, shape, path)
+        if _is_scalar(shape[0]):  # per-image records: thousands of items, checked by their exact type
+            allowed = _types(shape[0])
+            if allowed.issuperset(map(type, value)):
+                return None
+            bad = next(i for i, item in enumerate(value) if type(item) not in allowed)
+            return _wrong(value[bad], shape[0], f"{path}[{bad}]")
+        return next((f for i, item in enumerate(value) if (f := problem(item, shape[0], f"{path}[{i}]"))), None)
+    return None if _is(value, shape) else _wrong(value, shape, path)
+
+
+def _kind(shape) -> type | None:
+    """The JSON container a shape describes: dict, list or None (a scalar)."""
+    return dict if isinstance(shape, (dict, Each)) or shape is dict else list if isinstance(shape, list) or shape is list else None
+
+
+def _is_scalar(shape) -> bool:
+    return all(isinstance(s, type) or s is None for s in (shape if isinstance(shape, tuple) else (shape,)))
+
+
+def _types(shape) -> frozenset:
+    """The exact types of JSON values a scalar shape allows (a bool is not an int here)."""
+    return frozenset(type(None) if t is None else t for t in (shape if isinstance(shape, tuple) else (shape,)))
+
+
+def _is(value, shape) -> bool:
+    return type(value) in _types(shape) or (shape in (dict, list) and isinstance(value, shape))
+
+
+def _wrong(value, shape, path: str) -> str:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    where = f"field {path}" if path else "it"
+    return f"{where} must be {describe(shape)}, got {shown}"
+
+
+def describe(shape) -> str:
+    """A shape in words: ``([int], None)`` -> "a list of whole numbers or null"."""
+    if isinstance(shape, Required):
+        return describe(shape.shape)
+    if isinstance(shape, tuple):
+        number = int in shape and float in shape  # int is a number already
+        return " or ".join(dict.fromkeys(describe(s) for s in shape if not (number and s is int)))
+    if isinstance(shape, list):
+        items = (part.removeprefix("a ").removeprefix("an ") for part in describe(shape[0]).split(" or "))
+        return "a list of " + " or ".join(f"{item}s" for item in items)
+    if isinstance(shape, (dict, Each)) or shape is dict:
+        return "an object"
+    if shape is list:
+        return "a list"
+    return _NAMES.get(type(None) if shape is None else shape, getattr(shape, "__name__", str(shape)))
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
