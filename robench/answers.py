@@ -5,15 +5,21 @@ adversarial example through the model itself. An attack that stops early (PGD, A
 just done that for each example it found fooled, so the sweep's check would be a second forward
 pass of the same model on the same tensor, a quarter of the cost of an image fooled in one
 gradient step (bench/pgd_cost.py). A forward hook of the sweep's, on the model it hands the
-attack, records the answer to every float32 input the model computed in the sweep's own
-arithmetic; the sweep then reads the answer for an example whose bits it has seen and computes
-the rest. The answer is the engine's forward pass on those bits, not the attack's claim.
+attack, records the answer to every float32 input the model computed in the sweep's own setting;
+the sweep then reads the answer for an example whose bits it has seen and computes the rest. The
+answer is the engine's forward pass on those bits, not the attack's claim. It was computed in
+the batch the attack formed, as the sweep's own check was always computed in some batch: other
+images in a batch can move a ViT's logits by about 1e-7, which changes an answer only where two
+classes tie to that precision.
 
-An answer is only recorded from a forward pass in the arithmetic the sweep checks in (eval mode,
-the sweep's autocast state, subnormals kept): an attack that switches to another arithmetic
-inside, or to training mode, gets its examples checked again. Inputs are told apart by a hash of
-their bits (two 64-bit integer hashes, exact and independent of batch order); a miss only costs
-the forward pass the sweep made anyway.
+An answer is recorded only from a forward pass in the setting the sweep checks in, as it was
+when the sweep began: the same parameters and buffers (objects, storage and version counters:
+an attack that swaps or edits weights, even to restore them, is not trusted), the same hooks on
+every submodule, eval mode, the same autocast state and dtype, TF32 setting and subnormal
+handling, and no functorch transform. Anything else is left unrecorded and checked afresh, and
+a failure inside the hook never reaches the attack. Inputs are told apart by two 64-bit integer
+hashes of their bits (exact, and independent of the order of the sum); a miss only costs the
+forward pass the sweep made anyway.
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ class Answers:
         self.autocast_on = autocast_on
         self.seen: dict[tuple[int, ...], int] = {}
         self.reused = 0
-        self._weights: torch.Tensor | None = None
+        self._weights: dict[tuple[int, str], torch.Tensor] = {}
 
     def __enter__(self) -> Answers:
         self._handle = self.model.register_forward_hook(self._record)
+        self._setting = self._current_setting()  # with the hook itself among the hooks
+        if _autocast_state(self._device())[0] != self.autocast_on:
+            self._setting = None  # not the arithmetic the sweep checks in: record nothing
         return self
 
     def __exit__(self, *exc) -> None:
@@ -45,9 +54,9 @@ class Answers:
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """The model's predicted class for each image: recorded where these exact bits were seen,
-        computed (and then recorded) for the rest."""
-        keys = self._keys(images)
+        """The model's predicted class for each image: recorded where these exact bits were seen
+        in the sweep's setting, computed (and then recorded) for the rest."""
+        keys = self._keys(images) if self._current_setting() == self._setting else None
         known = [None] * len(images) if keys is None else [self.seen.get(key) for key in keys]
         missing = [i for i, answer in enumerate(known) if answer is None]
         preds = torch.tensor([-1 if answer is None else answer for answer in known], dtype=torch.long)
@@ -57,12 +66,28 @@ class Answers:
         return preds
 
     def _record(self, module: nn.Module, args: tuple, output) -> None:
-        if (not args or not isinstance(output, torch.Tensor) or any(part.training for part in module.modules())
-                or torch.is_autocast_enabled(args[0].device.type) != self.autocast_on or flushing_subnormals()):
+        try:
+            if (not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor)
+                    or torch._C._functorch.is_functorch_wrapped_tensor(args[0])
+                    or self._current_setting() != self._setting):
+                return
+            keys = self._keys(args[0])
+            if keys is not None:
+                self.seen.update(zip(keys, output.detach().argmax(1).tolist(), strict=True))
+        except Exception:  # noqa: BLE001  (an answer not recorded is checked again: never break the attack)
             return
-        keys = self._keys(args[0])
-        if keys is not None:
-            self.seen.update(zip(keys, output.detach().argmax(1).tolist()))
+
+    def _current_setting(self) -> tuple:
+        """Everything an answer depends on besides the input, as it is now."""
+        tensors = tuple((name, id(t), t.data_ptr(), t._version) for name, t in
+                        [*self.model.named_parameters(), *self.model.named_buffers()])
+        hooks = tuple((len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in self.model.modules())
+        global_hooks = (len(nn.modules.module._global_forward_hooks), len(nn.modules.module._global_forward_pre_hooks))
+        return (tensors, hooks, global_hooks, _autocast_state(self._device()), torch.get_float32_matmul_precision(),
+                flushing_subnormals())
+
+    def _device(self) -> str:
+        return next((p.device.type for p in self.model.parameters()), "cpu")
 
     def _keys(self, images: torch.Tensor) -> list[tuple[int, ...]] | None:
         """Per image, hashes of its float32 bits (None for another dtype): sums of the bits times
@@ -70,9 +95,20 @@ class Answers:
         if images.dtype != torch.float32 or images.dim() < 2:
             return None
         bits = images.detach().contiguous().view(torch.int32).reshape(len(images), -1).long()
-        if self._weights is None or self._weights.shape[0] != bits.shape[1] or self._weights.device != bits.device:
+        size = (bits.shape[1], str(bits.device))
+        if size not in self._weights:
             generator = torch.Generator().manual_seed(0)  # its own generator: the attacks' random draws stay as they were
             weights = torch.randint(-(2**62), 2**62, (bits.shape[1], _HASHES), generator=generator) * 2 + 1
-            self._weights = weights.to(bits.device)
-        hashes = torch.stack([(bits * weights).sum(1) for weights in self._weights.T], 1)
+            self._weights[size] = weights.to(bits.device)
+        hashes = torch.stack([(bits * weights).sum(1) for weights in self._weights[size].T], 1)
         return [tuple(row) for row in hashes.tolist()]
+
+
+def _autocast_state(device: str) -> tuple[bool, torch.dtype | None]:
+    """Whether autocast is on for the device type, and its dtype (torch >= 2.4 names, else the older ones)."""
+    try:
+        return torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    except (TypeError, AttributeError, RuntimeError):
+        if device == "cuda":
+            return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()

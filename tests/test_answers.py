@@ -4,6 +4,7 @@ prediction is always the model's own forward pass, never the attack's claim."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from robench.answers import Answers
@@ -55,3 +56,59 @@ def test_hashing_draws_nothing_from_the_attacks_random_stream(trained):
     with frozen(model), Answers(model, autocast_on=False) as answers:
         answers.predict(x[:4])
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def _other_weights(model):
+    return {name: torch.randn_like(p) for name, p in model.named_parameters()}
+
+
+def _swapped(model, x):
+    torch.func.functional_call(model, _other_weights(model), (x,))
+
+
+def _edited_and_restored(model, x):
+    weight = next(model.parameters())
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+        model(x)
+        weight.copy_(kept)
+
+
+def _hooked(model, x):
+    inner = list(model.modules())[-1]
+    handle = inner.register_forward_hook(lambda module, args, out: out * 0)
+    model(x)
+    handle.remove()
+
+
+def _other_autocast_dtype(model, x):
+    with torch.autocast("cpu", dtype=torch.float16):
+        model(x)
+
+
+def _vmapped(model, x):
+    torch.func.vmap(lambda image: model(image.unsqueeze(0)))(x)
+
+
+@pytest.mark.parametrize("attack_step", [_swapped, _edited_and_restored, _hooked, _vmapped])
+def test_answers_from_other_weights_hooks_or_transforms_are_never_read_back(trained, attack_step):
+    model, x, _ = trained
+    x = x[:8]
+    with frozen(model), exact_arithmetic(), Answers(model, autocast_on=False) as answers:
+        with torch.no_grad():
+            attack_step(model, x)
+        assert answers.predict(x).tolist() == fresh(model, x).tolist() and answers.reused == 0
+
+
+def test_a_bf16_sweep_does_not_read_back_an_fp16_forward_pass(trained):
+    model, x, _ = trained
+    x = x[:8]
+    with frozen(model), exact_arithmetic(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with Answers(model, autocast_on=True) as answers:
+            with torch.no_grad():
+                _other_autocast_dtype(model, x)
+            answers.predict(x)
+            assert answers.reused == 0
+            answers.predict(x)  # its own bf16 check is recorded and read back
+            assert answers.reused == 8
