@@ -22,7 +22,7 @@ from robench.summary import (
 from robench.worst_case import WORST, WORST_LABELS
 
 
-class _Board:
+class Board:
     """The summary of one run, looked up by cell and formatted as table cells."""
 
     def __init__(self, summary: pd.DataFrame, frame: pd.DataFrame, config: Mapping):

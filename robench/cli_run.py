@@ -25,11 +25,13 @@ def cmd_run(args, argv) -> int:
               file=sys.stderr)
         return 130
     from robench.metrics import eps_label
+    from robench.progress import shown, silenced
 
     for row in failed:  # also with --quiet: failures are not progress
         print(f"failed: {row['strategy']} seed {row['seed']} {row['attack']}@{eps_label(row['eps'])}: {row['error']}", file=sys.stderr)
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path  # as --out was typed, mostly
-    print(f"results: {config.out / 'results.jsonl'}\nleaderboard: {shown}")
+    print(f"results: {config.out / 'results.jsonl'}")
+    if silenced():  # otherwise the run's summary line names the page
+        print(f"leaderboard: {shown(path)}")
     if failed:
         print(f"robench: {len(failed)} cells failed (listed above and in the leaderboard)", file=sys.stderr)
         return 1

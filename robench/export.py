@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from robench import uncertainty
+from robench.atomic import replacing
 from robench.attack import CLEAN
-from robench.board import _Board
+from robench.board import Board
 from robench.errors import RobenchError
 from robench.merge import board_frame
 from robench.summary import DEFAULT_PROTOCOL, attacked_labels, summarise
@@ -43,7 +44,7 @@ def table(runs) -> pd.DataFrame:
 
 
 def _table(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
-    board = _Board(summarise(frame), frame, config)
+    board = Board(summarise(frame), frame, config)
     ranks, labels = board.ranks() or {}, attacked_labels(config)
     rows = []
     for strategy in board.strategies:
@@ -73,9 +74,11 @@ def write(pages: Sequence[Path], runs, formats: Sequence[str]) -> None:
                 "fractions": "every accuracy is a fraction in [0, 1]", "rows": records}
     for page in pages:
         if "csv" in formats:
-            rows.to_csv(page.with_suffix(".csv"), index=False)
+            with replacing(page.with_suffix(".csv")) as partial:
+                rows.to_csv(partial, index=False)
         if "json" in formats:
-            page.with_suffix(".json").write_text(json.dumps(document, indent=1, default=_number) + "\n")
+            with replacing(page.with_suffix(".json")) as partial:
+                partial.write_text(json.dumps(document, indent=1, default=_number) + "\n")
 
 
 def _number(value):
@@ -83,7 +86,7 @@ def _number(value):
     return value.item()
 
 
-def _stats(board: _Board, strategy: str, metrics: Sequence[str], attack: str = CLEAN, eps=None) -> dict:
+def _stats(board: Board, strategy: str, metrics: Sequence[str], attack: str = CLEAN, eps=None) -> dict:
     """Mean and sample std over seeds of each metric of one cell (``<metric>`` and ``<metric>_std``)."""
     found = {}
     for metric in metrics:

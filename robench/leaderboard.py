@@ -18,9 +18,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
+from filelock import FileLock
 
 from robench import export, flags, minimal_eps, per_class, publish, uncertainty
-from robench.board import _Board, human_count
+from robench.atomic import replacing
+from robench.board import Board, human_count
 from robench.defense import NONE
 from robench.errors import RobenchError
 from robench.merge import board_frame, page_name, read_runs, run_dirs
@@ -49,9 +51,7 @@ def render(
     ``--reference``, else each column's best).
     """
     run_dir = run_dirs(runs)[0]
-    frame, config = read_runs(runs)
-    if frame.empty:
-        raise RobenchError(f"no results in {run_dir / RESULTS_FILE}: run `robench run --out {run_dir}` first")
+    frame, config = _read(runs)
     labels = attacked_labels(config)
     protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
     if protocol_name not in PROTOCOLS:
@@ -63,7 +63,7 @@ def render(
         classes = config.get("dataset", {}).get("classes")
         notes, footnotes = flags.annotate(flags.check(frame, n_classes=len(classes) if classes else None, labels=labels))
     frame = with_worst_case(frame, labels)
-    board = _Board(summarise(frame), frame, config)
+    board = Board(summarise(frame), frame, config)
 
     main = board.main_table(PROTOCOLS[protocol_name])
     if (rank := board.ranks()) is not None:
@@ -82,7 +82,7 @@ def render(
                                        dataset.get("malignant") or ())
     sections = [
         f"# robench leaderboard: {page_name(config)}",
-        _header(config),
+        header(config),
         f"## {_sentence(PROTOCOLS[protocol_name].title)}",
         _markdown(main),
         board.legend(PROTOCOLS[protocol_name]),
@@ -120,36 +120,50 @@ def write(
     from robench.plots import write_plots  # matplotlib loads only when a page is written
 
     dirs = run_dirs(runs)
-    config = read_runs(dirs)[1]  # several runs that cannot share a page are refused here
+    config = _read(dirs)[1]  # several runs that cannot share a page, or none with results, are refused here
     name = name or page_name(config)
     pages = publish.pages(dirs, leaderboard_dir, name)
-    publish.claim(pages, dirs, force)
-    folders = [page.parent for page in pages]
-    plots = write_plots(dirs, folders, name)
-    text = render(dirs, notes=notes, footnotes=footnotes, plots=plots, reference=reference)
-    for page in pages:
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(text + "\n" + publish.marker(config["runs"]) + "\n")
-    export.write(pages, dirs, formats)
-    _write_per_class(dirs, folders, name)
+    shared = pages[-1].parent  # --leaderboard-dir when given: other runs publish there too
+    publish.claim(pages, dirs, force)  # before a folder is made; again under the lock, which sees the last page
+    shared.mkdir(parents=True, exist_ok=True)
+    with FileLock(shared / f".{name}.lock"):  # two runs publishing one name: one claims and writes, then the other
+        publish.claim(pages, dirs, force)
+        folders = [page.parent for page in pages]
+        plots = write_plots(dirs, folders, name)
+        text = render(dirs, notes=notes, footnotes=footnotes, plots=plots, reference=reference)
+        for page in pages:
+            with replacing(page) as partial:
+                partial.write_text(text + "\n" + publish.marker(config["runs"]) + "\n")
+        export.write(pages, dirs, formats)
+        write_per_class(dirs, folders, name)
     return pages[-1]
 
 
-def _write_per_class(runs: Path | Sequence[Path], out_dirs: Sequence[Path], name: str) -> None:
+def _read(runs: Path | Sequence[Path]) -> tuple[pd.DataFrame, dict]:
+    """The merged rows and config of ``runs`` (robench.merge), refused in one line without results."""
+    frame, config = read_runs(runs)
+    if frame.empty:
+        run_dir = run_dirs(runs)[0]
+        raise RobenchError(f"no results in {run_dir / RESULTS_FILE}: run `robench run --out {run_dir}` first")
+    return frame, config
+
+
+def write_per_class(runs: Path | Sequence[Path], out_dirs: Sequence[Path], name: str) -> None:
     """``<name>-per-class.csv``: per-class recall for every strategy and attack@eps, beside the page."""
     frame, config = board_frame(runs)
     labels, dataset = attacked_labels(config), config.get("dataset", {})
     if labels is None or not dataset.get("classes") or frame.empty:
         return
-    board = _Board(summarise(frame), frame, config)
+    board = Board(summarise(frame), frame, config)
     table = per_class.tidy(frame, labels, dataset["classes"], board.strategies, board.columns,
                            dataset.get("malignant") or ())
+    table = table.round({"clean_recall": 4, "robust_recall": 4, "malignant_to_benign": 4})
     for folder in dict.fromkeys(Path(d).resolve() for d in out_dirs):
-        table.round({"clean_recall": 4, "robust_recall": 4, "malignant_to_benign": 4}).to_csv(
-            folder / f"{name}-per-class.csv", index=False)
+        with replacing(folder / f"{name}-per-class.csv") as partial:
+            table.to_csv(partial, index=False)
 
 
-def _header(config: Mapping) -> str:
+def header(config: Mapping) -> str:
     """What a reader needs to trust or reproduce the numbers, as a markdown list."""
 
     def get(*keys):
@@ -170,13 +184,13 @@ def _header(config: Mapping) -> str:
     params = get("backbone", "params")
     lines = [
         f"- **dataset**: {get('dataset', 'name')}: {get('dataset', 'description')}",
-        f"- **split**: seed {get('split', 'seed')}, fingerprint `{get('split', 'fingerprint')}`, "
-        f"{get('split', 'n_train')} train / {get('split', 'n_val')} val / {get('split', 'n_test')} test; "
-        f"test set: {get('split', 'test_set')}",
-        f"- **backbone**: {get('backbone', 'name')} "
-        f"({params if params == UNKNOWN else human_count(params)} params), "
-        f"weights `{get('backbone', 'weights')}` (sha256 {sha if sha == UNKNOWN else sha[:12]}), "
-        f"image size {get('backbone', 'image_size')}",
+        (f"- **split**: seed {get('split', 'seed')}, fingerprint `{get('split', 'fingerprint')}`, "
+         f"{get('split', 'n_train')} train / {get('split', 'n_val')} val / {get('split', 'n_test')} test; "
+         f"test set: {get('split', 'test_set')}"),
+        (f"- **backbone**: {get('backbone', 'name')} "
+         f"({params if params == UNKNOWN else human_count(params)} params), "
+         f"weights `{get('backbone', 'weights')}` (sha256 {sha if sha == UNKNOWN else sha[:12]}), "
+         f"image size {get('backbone', 'image_size')}"),
         f"- **seeds**: {join(get('seeds'))}",
         f"- **versions**: {version_text}",
         f"- **device**: {get('device')}",

@@ -43,10 +43,11 @@ def set_quiet(quiet: bool) -> None:
 
 def quiet() -> bool:
     """No bars: --quiet, or stderr is not a terminal."""
-    return _silenced() or not sys.stderr.isatty()
+    return silenced() or not sys.stderr.isatty()
 
 
-def _silenced() -> bool:
+def silenced() -> bool:
+    """--quiet: no bars, no lines, not even the run's summary."""
     return bool(os.environ.get(_QUIET_ENV))
 
 
@@ -62,7 +63,7 @@ def progress(iterable: Iterable, *, phase: str | None = None, **kwargs) -> Itera
 
 def say(message: str) -> None:
     """One line for the user, unless --quiet."""
-    if not _silenced():
+    if not silenced():
         print(message, flush=True)
 
 
@@ -136,7 +137,7 @@ class RunLog:
         ok = sum(row["status"] == "ok" for row in rows)
         endings = ", ".join(f"{n} {ENDINGS[e]}" for e, n in self.endings.items())
         self._emit("run_end", f"done in {duration(seconds)}: {self.index} models ({endings}), {ok} cells ok, "
-                   f"{len(rows) - ok} failed; leaderboard: {leaderboard}", "result", status="done",
+                   f"{len(rows) - ok} failed; leaderboard: {shown(leaderboard)}", "result", status="done",
                    seconds=round(seconds, 3), models=self.index, endings=dict(self.endings), cells_ok=ok,
                    cells_failed=len(rows) - ok, leaderboard=str(leaderboard))
 
@@ -176,9 +177,14 @@ class RunLog:
             self.file.write(json.dumps(record, default=str) + "\n")
             self.file.flush()
         self.last = now
-        if line is None or _silenced() or (kind == "step" and sys.stderr.isatty()):
+        if line is None or silenced() or (kind == "step" and sys.stderr.isatty()):
             return
         print(line, file=sys.stdout if kind == "result" else sys.stderr, flush=True)
+
+
+def shown(path: Path) -> Path:
+    """``path`` as the user mostly typed it: relative to the working directory when inside it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 _RUN: RunLog | None = None  # the run that is going on in this process, whose loops report to it

@@ -7,7 +7,9 @@ share a name (``/a/exp``, ``/b/exp``) would write one file. So every written pag
 comment naming the run folders it was made from (a hash of each absolute path, not the path), and
 a page outside a run's own folder is replaced only by a page made from the same runs or more (a
 merge that adds seeds), unless ``force``. Several runs merged without a DIR get a folder of their
-own beside the first run, named after the page.
+own beside the first run, named after the page. No page, whatever its name or DIR, replaces a run's
+own config.json or results.jsonl; robench.leaderboard claims and writes a page holding the lock
+``DIR/.<name>.lock``, so two runs finishing at once do not both pass the claim.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from robench.errors import RobenchError
+from robench.results import CONFIG_FILE, RESULTS_FILE
 
 PAGE = "leaderboard.md"  # the page in a run's (or a merge's) own folder
+WRITTEN_BESIDE = (".md", ".csv", ".json")  # the page and its exports (robench.export.FORMATS)
+RUN_FILES = (CONFIG_FILE, RESULTS_FILE)  # a run's own files, which no page may replace
 _MARKER = "<!-- robench page of runs: {} -->"
 _MARKER_LINE = re.compile(r"^<!-- robench page of runs: (.*) -->$", re.MULTILINE)
 
@@ -57,7 +62,13 @@ def pages(run_dirs: Sequence[Path], leaderboard_dir: Path | None, name: str) -> 
 
 
 def claim(targets: Sequence[Path], run_dirs: Sequence[Path], force: bool = False) -> None:
-    """Refuse, before anything is written, to replace a page made from a run that ``run_dirs`` do not include."""
+    """Refuse, before anything is written, to replace a run's own file (a page named ``config`` would
+    export ``config.json``) or a page made from a run that ``run_dirs`` do not include."""
+    for page in targets:
+        for clash in (page.with_suffix(suffix) for suffix in WRITTEN_BESIDE):
+            if clash.name in RUN_FILES:
+                raise RobenchError(f"a page named {page.stem!r} would write {clash}, the name of a run's own "
+                                   f"{clash.name}: pass --name with another name")
     ids = {run_id(d) for d in run_dirs}
     own = {Path(d).resolve() for d in run_dirs}
     runs = ", ".join(map(str, run_dirs))

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from robench import schema
+from robench.atomic import replacing
 from robench.attack import CLEAN, LEGACY_NORM, MINIMAL
 from robench.errors import RobenchError
 
@@ -110,19 +111,25 @@ def append_row(run_dir: Path, row: dict) -> None:
 
 
 def read_rows(run_dir: Path) -> list[dict]:
-    """Every complete row of a run, in the order written; a torn last line is skipped."""
+    """Every complete row of a run, in the order written; a torn last line is skipped. Each row is
+    checked against its shape and its per-image records against config.json's attacked images and
+    classes (robench.schema), so that a damaged row is one line here, not a traceback in a page."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.exists():
         return []
+    sizes = schema.sizes(read_config(run_dir)) if (Path(run_dir) / CONFIG_FILE).exists() else (None, None)
     rows = []
     for number, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
         if line.endswith(b"\n") and line.strip():
-            advice = "the file was edited or damaged; delete that line (its cell is then run again) or use another --out"
+            advice = ("the file was edited or damaged; delete that line and run the same `robench run` command "
+                      "to compute its cell again, or use another --out")
             try:
                 row = json.loads(line)
             except ValueError:  # not JSON, or not UTF-8
                 raise RobenchError(f"{path} line {number} is not a JSON row: {advice}") from None
             schema.check(row, schema.ROW, f"{path} line {number}", advice)
+            if (found := schema.records_problem(row, *sizes)) is not None:
+                raise RobenchError(f"{path} line {number}: {found}: {advice}")
             rows.append(row)
     return rows
 
@@ -208,10 +215,8 @@ def drop_torn_tail(run_dir: Path) -> int:
 
 def write_config(run_dir: Path, config: dict) -> None:
     """Replace config.json atomically: a crash leaves the old or the new one, never half of one."""
-    path = Path(run_dir) / CONFIG_FILE
-    partial = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(config, indent=2, default=_jsonable) + "\n")
-    os.replace(partial, path)
+    with replacing(Path(run_dir) / CONFIG_FILE) as partial:
+        partial.write_text(json.dumps(config, indent=2, default=_jsonable) + "\n")
 
 
 def read_config(run_dir: Path) -> dict:
@@ -225,6 +230,8 @@ def read_config(run_dir: Path) -> dict:
     except OSError as exc:
         raise RobenchError(f"cannot read {path} ({exc.strerror}): fix its permissions or pass another --out") from None
     schema.check(config, schema.CONFIG, str(path), advice)
+    if (found := schema.attacked_problem(config)) is not None:
+        raise RobenchError(f"{path}: {found}: {advice}")
     return config
 
 

@@ -2,7 +2,9 @@
 one checker both go through.
 
 A file edited by hand or damaged by another tool is refused in one line naming the file, the field
-and what to do, instead of failing later with a KeyError deep inside a page. The shapes list only
+and what to do, instead of failing later with a KeyError deep inside a page. Past their shapes, the
+per-image records of a row must hold one value per attacked image of config.json and predictions
+that are class indices (``records_problem``), as pages index arrays by them. The shapes list only
 what robench reads back; other fields pass (a newer robench may add some), and fields a run of an
 older robench lacks are optional unless robench cannot do without them.
 
@@ -54,6 +56,47 @@ ROW = {
                      "acc_on_correct", "attack_success_rate", "eps_max"), _NUMBER_OR_NULL),
     "clean_pred": ([int], None), "adv_pred": ([int], None), "min_eps": ([_NUMBER_OR_NULL], None),
 }
+RECORDS = ("clean_pred", "adv_pred", "min_eps")  # per-image lists, in config.json's attacked order
+
+
+def sizes(config: dict) -> tuple[int | None, int | None]:
+    """How many images a run attacked and how many classes it has, as its config.json (already checked
+    against CONFIG) records them; None for what a run of an older robench did not record."""
+    attacked, classes = config.get("attacked"), (config.get("dataset") or {}).get("classes")
+    return (len(attacked["labels"]) if attacked else None), (len(classes) if classes else None)
+
+
+def attacked_problem(config: dict) -> str | None:
+    """What is wrong with a config.json's attacked images (one that fits CONFIG): ids and labels of
+    other lengths, or a label that is no class index; None when they fit."""
+    n_images, n_classes = sizes(config)
+    if n_images is None:
+        return None
+    if len(config["attacked"]["ids"]) != n_images:
+        return f"field attacked.ids holds {len(config['attacked']['ids'])} ids for {n_images} attacked.labels"
+    return _class_problem("attacked.labels", config["attacked"]["labels"], n_classes, "dataset.classes")
+
+
+def records_problem(row: dict, n_images: int | None, n_classes: int | None) -> str | None:
+    """What is wrong with a row's per-image records (a row that fits ROW) against its run's ``sizes``:
+    a list of another length than the attacked images, or a prediction that is no class index. Pages
+    index by these numbers: unchecked, a 99 ends in an IndexError and a short list drops columns."""
+    for field in RECORDS:
+        values = row.get(field)
+        if not isinstance(values, list):
+            continue
+        if n_images is not None and len(values) != n_images:
+            return f"field {field} holds {len(values)} values, not one per attacked image ({n_images} in config.json)"
+        if field != "min_eps" and (found := _class_problem(field, values, n_classes, "config.json")):
+            return found
+    return None
+
+
+def _class_problem(field: str, values: list[int], n_classes: int | None, source: str) -> str | None:
+    if n_classes is None or not values or 0 <= min(values) <= max(values) < n_classes:
+        return None
+    bad = next(i for i, value in enumerate(values) if not 0 <= value < n_classes)
+    return f"field {field}[{bad}] must be a class index from 0 to {n_classes - 1} ({source} lists {n_classes} classes), got {values[bad]}"
 
 
 def check(value, shape, source: str, advice: str) -> None:

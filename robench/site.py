@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from robench import __version__, flags, leaderboard, merge, per_class
-from robench.board import _Board
+from robench.atomic import replacing
+from robench.board import Board
 from robench.errors import RobenchError
 from robench.metrics import eps_label
 from robench.results import RESULTS_FILE
@@ -44,13 +45,15 @@ def write(run_dirs: Sequence[Path], to: Path) -> Path:
     name = merge.page_name(config)
     plots = [(attack, f"{PLOTS}/{file}") for attack, file in write_plots(dirs, [to / PLOTS], name)]
     report = leaderboard.render(dirs, plots=plots)
-    leaderboard._write_per_class(dirs, [to], name)
+    leaderboard.write_per_class(dirs, [to], name)
     templates = _templates()
     for file, values in _pages(raw, config, plots, report, csv=f"{name}-per-class.csv").items():
         page = templates.get_template(file).render(name=name, version=__version__, **values)
-        (to / file).write_text(page, encoding="utf-8")
+        with replacing(to / file) as partial:
+            partial.write_text(page, encoding="utf-8")
     for file in STATIC:
-        (to / file).write_bytes(files("robench").joinpath(ASSETS, file).read_bytes())
+        with replacing(to / file) as partial:
+            partial.write_bytes(files("robench").joinpath(ASSETS, file).read_bytes())
     return to / "index.html"
 
 
@@ -60,12 +63,12 @@ def _pages(raw: pd.DataFrame, config: dict, plots: list, report: str, csv: str) 
     classes, malignant = dataset.get("classes"), dataset.get("malignant") or ()
     notes, footnotes = flags.annotate(flags.check(raw, n_classes=len(classes) if classes else None, labels=labels))
     frame = with_worst_case(raw, labels)
-    board = _Board(summarise(frame), frame, config)
+    board = Board(summarise(frame), frame, config)
     recall = _per_class_tables(board, labels, classes, malignant)
     markdown = _markdown()
     return {
         "index.html": {
-            "header": markdown.render(leaderboard._header(config)), "plots": plots,
+            "header": markdown.render(leaderboard.header(config)), "plots": plots,
             "columns": COLUMNS, "rows": rows(board, notes, set(recall)),
             "filters": _filters(board, config.get("protocol") or DEFAULT_PROTOCOL),
             "legend": markdown.render(legend(board)), "footnotes": markdown.render("\n\n".join(footnotes)),
@@ -95,7 +98,7 @@ def _folder(to: Path) -> Path:
     return to
 
 
-def _filters(board: _Board, headline: str) -> list[dict]:
+def _filters(board: Board, headline: str) -> list[dict]:
     """The drop-downs above the table: each a row attribute, its choices and the one preselected."""
     attacks = list(dict.fromkeys(attack for attack, _ in board.columns))
     eps = sorted({eps for _, eps in board.columns})
@@ -108,7 +111,7 @@ def _filters(board: _Board, headline: str) -> list[dict]:
     ]
 
 
-def _per_class_tables(board: _Board, labels, classes, malignant) -> dict[str, tuple[str, str]]:
+def _per_class_tables(board: Board, labels, classes, malignant) -> dict[str, tuple[str, str]]:
     """``{anchor: (attack@eps, HTML table)}``: per-class recall under every attack@eps of the run."""
     if labels is None or not classes:
         return {}

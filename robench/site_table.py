@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from robench.attack import CLEAN
-from robench.board import _Board
+from robench.board import Board
 from robench.metrics import eps_label
 from robench.summary import PROTOCOLS
 from robench.worst_case import WORST_LABELS
@@ -60,7 +60,7 @@ def anchor(attack: str, eps: float) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", f"{attack} {eps_label(eps)}").strip("-")
 
 
-def rows(board: _Board, notes: Mapping[str, str], per_class: set[str]) -> list[dict]:
+def rows(board: Board, notes: Mapping[str, str], per_class: set[str]) -> list[dict]:
     """Every (strategy, attack@eps, protocol) of a run, best strategies first (the page's ranking).
 
     ``board`` is the run's summary (its rows with their worst-case rows); ``notes`` maps a strategy
@@ -89,7 +89,7 @@ def rows(board: _Board, notes: Mapping[str, str], per_class: set[str]) -> list[d
     return out
 
 
-def _model_cells(board: _Board, strategy: str, notes: str) -> dict[str, Cell]:
+def _model_cells(board: Board, strategy: str, notes: str) -> dict[str, Cell]:
     """The cells that describe the trained model, the same in each of its rows."""
     stat = board.stats.get
     trainable = stat((strategy, CLEAN, None, "trainable_params"))
@@ -107,7 +107,7 @@ def _percent(stat) -> str:
     return "" if stat is None or pd.isna(stat.mean) else f"{100 * stat.mean:.4f}"
 
 
-def legend(board: _Board) -> str:
+def legend(board: Board) -> str:
     """What the table's numbers are, as markdown: the page's legend (robench.board), cut to these columns."""
     worst = [label for label in WORST_LABELS if any(attack == label for attack, _ in board.columns)]
     return (

@@ -10,6 +10,7 @@ import torch
 
 from robench.models import BackboneSpec, Normalized, create_backbone
 from robench_plugins.backbones.timm import MICRO
+from tests.battery import copied, finished_run, place  # noqa: F401  (the hostile battery's fixtures, see there)
 
 # Under pytest-xdist (pyproject's addopts: two workers for two cores) each worker computes on one
 # thread, and so do the robench processes tests start: two torch threads per process on shared

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from robench import executors, runner
+from robench import executors, model_job, runner
 from robench.cli import main
 from robench.results import read_rows
 from robench_plugins.attacks.fgsm import FGSM
@@ -38,7 +38,8 @@ def by_cell(rows: list[dict]) -> list[str]:
 def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     assert run_cli(capsys, "run", *GRID, *SEEDS, "--out", str(tmp_path / "local"), "--leaderboard-dir", str(tmp_path))[0] == 0
-    monkeypatch.setattr(runner, "train", None)  # the models train in Ray's worker processes, not in this one
+    # the models train in Ray's worker processes, not in this one (raising=True: the name must exist)
+    monkeypatch.setattr(model_job, "train", None, raising=True)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="error")
     try:
         code, _, err = run_cli(capsys, "run", *GRID, *SEEDS, "--executor", "ray", "--out", str(tmp_path / "ray"),
@@ -69,7 +70,7 @@ def test_the_local_executor_does_not_import_ray(tmp_path):
     argv = ["run", *BASE, "--seeds", "0", "--strategies", "linear_probe", "--out", str(tmp_path / "run"),
             "--leaderboard-dir", str(tmp_path)]
     script = f"import sys; from robench.cli import main; assert main({argv!r}) == 0; assert 'ray' not in sys.modules, 'ray imported'"
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
 

@@ -7,11 +7,15 @@ merged page can be compared with the page the run makes of both seeds.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from filelock import FileLock, Timeout
 
 from robench import export, leaderboard, publish
 from robench.cli import main
@@ -158,3 +162,45 @@ def test_marker_survives_a_name_that_would_end_the_comment(tmp_path):
 def test_an_unknown_format_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", *GRID, "--format", "md,xls", "--out", str(tmp_path / "r"))
     assert code == 2 and "--format 'md,xls': give md, csv or json" in err
+
+
+def test_a_page_never_replaces_a_runs_own_files(tmp_path, capsys, no_plots):
+    run = make_run(tmp_path / "r")
+    before = (run / "config.json").read_bytes()
+    code, _, err = run_cli(capsys, "leaderboard", str(run), "--leaderboard-dir", str(run), "--name", "config", "--format", "md,json")
+    assert code == 2 and f"a page named 'config' would write {run / 'config.json'}, the name of a run's own config.json" in err
+    assert (run / "config.json").read_bytes() == before and not (run / "config.md").exists()
+
+
+def test_a_write_that_fails_midway_leaves_the_published_page_and_no_partial_file(tmp_path, monkeypatch, no_plots):
+    run = make_run(tmp_path / "r")
+    published = leaderboard.write(run, tmp_path / "boards")
+    before = {page: page.read_text() for page in (run / publish.PAGE, published)}
+    real = Path.write_text
+
+    def disk_full(self, data, *args, **kwargs):  # half the page reaches the disk, then it is full
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        leaderboard.write(run, tmp_path / "boards")
+    assert {page: page.read_text() for page in before} == before
+    assert not [path for path in tmp_path.rglob("*") if path.name.endswith(".partial")]
+
+
+def test_a_page_is_claimed_and_written_under_a_hidden_lock_of_its_name(tmp_path, monkeypatch, no_plots):
+    run, held = make_run(tmp_path / "r"), []
+    real = export.write
+
+    def write(pages, *args):  # the last step of a page's writes: another publisher of the name must still wait
+        try:
+            FileLock(tmp_path / "boards" / ".p.lock", timeout=0).acquire()
+        except Timeout:
+            held.append(True)
+        real(pages, *args)
+
+    monkeypatch.setattr(export, "write", write)
+    leaderboard.write(run, tmp_path / "boards", name="p")
+    assert held == [True]
+    assert sorted(p.name for p in (tmp_path / "boards").iterdir() if not p.name.startswith(".")) == ["p.md"]  # the lock is out of sight

@@ -166,6 +166,7 @@ def test_a_synthetic_run_talks_in_its_log(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("ROBENCH_QUIET", "")
     monkeypatch.setattr(progress_module, "LINE_EVERY", 0.0)  # every step: a real run waits 30 s between lines
     monkeypatch.setattr("robench.plots.write_plots", lambda *args, **kwargs: [])  # 1 s of PNGs this test does not read
+    monkeypatch.chdir(tmp_path)  # the page is then named as typed: relative to where the command ran
     code = main(["run", "--dataset", "synthetic", "--epochs", "2", "--strategies", "linear_probe", "--attacks", "fgsm",
                  "--eps", "0.01", "--seeds", "0,1", "--threads", "1", "--out", str(tmp_path / "run"),
                  "--log-json", str(tmp_path / "log.jsonl")])
@@ -178,7 +179,9 @@ def test_a_synthetic_run_talks_in_its_log(monkeypatch, capsys, tmp_path):
         assert re.search(rf"^{who}: training, epoch 2/2, ETA \d+ s$", err, flags=re.MULTILINE)
         assert re.search(rf"^{who}: attack fgsm, batch \d+/\d+, ETA \d+ s$", err, flags=re.MULTILINE)
         assert re.search(rf"^{who}: clean acc .* \(trained, \d+ s\)$", out, flags=re.MULTILINE)
-    assert re.search(r"^done in \d+ s: 2 models \(2 trained\), 4 cells ok, 0 failed; leaderboard: ", out, flags=re.MULTILINE)
+    assert re.search(r"^done in \d+ s: 2 models \(2 trained\), 4 cells ok, 0 failed; leaderboard: run/leaderboard.md$", out,
+                     flags=re.MULTILINE)
+    assert out.count("leaderboard: ") == 1  # the summary names the page; the command does not repeat it
     found = events(tmp_path / "log.jsonl")
     assert found[0]["event"] == "run_start" and found[0]["threads"] == 1
     assert found[-1]["event"] == "run_end" and found[-1]["cells_ok"] == 4

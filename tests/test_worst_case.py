@@ -87,7 +87,8 @@ def two_strategy_run(tmp_path):
                 + rows("high", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {0, 1, 2, 3})})):
         append_row(run, row)
     write_config(run, {"name": "t", "strategies": ["low", "high"], "attacks": ["fgsm", "pgd"], "seeds": [0],
-                       "dataset": {"classes": ["a", "b", "c"]}, "attacked": {"ids": list("abcdefghij"), "labels": LABELS}})
+                       "dataset": {"classes": ["a", "b", "c", "d"]},  # d: what the rows call a fooled image (WRONG)
+                       "attacked": {"ids": list("abcdefghij"), "labels": LABELS}})
     return run
 
 
