@@ -69,10 +69,7 @@ def run(**options) -> Results:
 
 def load_run(run_dir: str | Path) -> Results:
     """The results of a finished (or interrupted) run, from its folder: the ``out`` of ``run``."""
-    run_dir = Path(run_dir)
-    if not (run_dir / results.CONFIG_FILE).is_file():
-        raise RobenchError(f"{run_dir} is not a robench run folder (it has no {results.CONFIG_FILE}): "
-                           "pass the --out folder of a run")
+    run_dir = results.run_folder(run_dir)
     page = run_dir / LEADERBOARD_FILE
     return Results(run_dir, page if page.is_file() else None)
 

@@ -67,20 +67,19 @@ def cmd_list(args, argv) -> int:
 def cmd_leaderboard(args, argv) -> int:
     from robench import leaderboard
     from robench.export import parse_formats
+    from robench.results import run_folder
 
-    for run_dir in args.run_dirs:
-        if not run_dir.is_dir():
-            raise RobenchError(f"run directory {run_dir} not found: pass the --out folder of a robench run")
-    print(leaderboard.write(args.run_dirs, args.leaderboard_dir, args.name, reference=args.reference, force=args.force,
+    run_dirs = [run_folder(run_dir) for run_dir in args.run_dirs]
+    print(leaderboard.write(run_dirs, args.leaderboard_dir, args.name, reference=args.reference, force=args.force,
                             formats=parse_formats(args.format)))
     return 0
 
 
 def cmd_plot(args, argv) -> int:
     from robench.plots import write_plots
+    from robench.results import run_folder
 
-    if not args.run_dir.is_dir():
-        raise RobenchError(f"run directory {args.run_dir} not found: pass the --out folder of a robench run")
+    run_folder(args.run_dir)
     out = args.out or args.run_dir
     plots = write_plots(args.run_dir, [out], args.name)
     if not plots:

@@ -23,6 +23,18 @@ from robench.errors import RobenchError
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.json"
+
+
+def run_folder(path: Path | str) -> Path:
+    """``path`` if it is a run's folder (the ``--out`` of ``robench run``: it holds config.json),
+    else one line saying what it is instead; every command that reads a run starts here."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RobenchError(f"run directory {path} not found: pass the --out folder of a robench run")
+    if not (path / CONFIG_FILE).is_file():
+        what = "a merged page's folder" if (path / "leaderboard.md").is_file() else "not a robench run folder"
+        raise RobenchError(f"{path} is {what} (it has no {CONFIG_FILE}): pass the --out folder of a robench run")
+    return path
 # Version of the layout of results.jsonl and config.json, stored in config.json as "format".
 # Bump it when a row or config field changes meaning; a run dir of another format is not resumed.
 FORMAT = 1

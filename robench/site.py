@@ -22,7 +22,7 @@ from robench.atomic import replacing
 from robench.board import Board
 from robench.errors import RobenchError
 from robench.metrics import eps_label
-from robench.results import RESULTS_FILE
+from robench.results import RESULTS_FILE, run_folder
 from robench.site_table import COLUMNS, PROTOCOL_NAMES, anchor, legend, rows
 from robench.summary import DEFAULT_PROTOCOL, attacked_labels, summarise
 from robench.worst_case import with_worst_case
@@ -80,11 +80,7 @@ def _pages(raw: pd.DataFrame, config: dict, plots: list, report: str, csv: str) 
 
 def _runs(run_dirs: Sequence[Path]) -> list[Path]:
     """The run folders, each checked to hold results."""
-    dirs = merge.run_dirs(run_dirs)
-    for run_dir in dirs:
-        if not (run_dir / RESULTS_FILE).is_file():
-            raise RobenchError(f"{run_dir} holds no {RESULTS_FILE}: pass the --out folder of a robench run")
-    return dirs
+    return [run_folder(run_dir) for run_dir in merge.run_dirs(run_dirs)]
 
 
 def _folder(to: Path) -> Path:

@@ -89,7 +89,7 @@ def test_a_plugin_object_robench_cannot_read_back_is_refused():
 
 
 def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path):
-    with pytest.raises(RobenchError, match="is not a robench run folder .* pass the --out folder of a run"):
+    with pytest.raises(RobenchError, match="is not a robench run folder .* pass the --out folder of a robench run"):
         robench.load_run(tmp_path)
 
 

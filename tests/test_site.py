@@ -119,14 +119,19 @@ def test_a_site_of_two_comparable_runs_shows_what_the_site_of_one_run_of_both_sh
     assert code == 2 and err.count("\n") == 1 and "--image-size 32 vs 64" in err, err
 
 
-@pytest.mark.parametrize("case, message", [("missing run", "nope holds no results.jsonl: pass the --out folder"),
-                                           ("empty run", "no results in"), ("--to is a file", "is a file: pass a folder")])
+@pytest.mark.parametrize("case, message", [("missing run", "nope not found: pass the --out folder"),
+                                           ("empty run", "empty is not a robench run folder (it has no config.json)"),
+                                           ("merged page", "merged is a merged page's folder (it has no config.json)"),
+                                           ("--to is a file", "is a file: pass a folder")])
 def test_bad_input_is_one_line_and_writes_nothing(capsys, site, tmp_path, case, message):
     run_dir, _ = site
     (tmp_path / "file").write_text("x")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "results.jsonl").write_text("")
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "leaderboard.md").write_text("# a page of two runs")
     run, to = {"missing run": (tmp_path / "nope", tmp_path / "www"), "empty run": (tmp_path / "empty", tmp_path / "www"),
+               "merged page": (tmp_path / "merged", tmp_path / "www"),
                "--to is a file": (run_dir, tmp_path / "file")}[case]
     code, _, err = run_cli(capsys, "site", str(run), "--to", str(to))
     assert code == 2 and err.count("\n") == 1 and message in err, err
