@@ -3,14 +3,14 @@
 1. Throughput: one training step of ViT-Ti/16 (full fine-tuning, AdamW, batch 32) at 112 and
    224 px, bf16 autocast against fp32, interleaved, one thread; prints the ratio (goal >= 1.4).
 2. Accuracy parity: full fine-tuning of ViT-Ti/16 (real weights) on the HAM10000 subset of
-   bench/attack_audit.py (1,000 images, 112 px, EPOCHS epochs), seeds 0-2, in each precision,
+   bench/attack_audit.py (1,000 images, SIZE px, EPOCHS epochs), seeds 0-2, in each precision,
    through ``robench run``; prints clean and balanced accuracy per seed, the wall time of
    training in each precision, and the paired comparison the leaderboard uses
    (robench.uncertainty.compare: bf16 - fp32 accuracy on the same test images, its 95%
    two-level bootstrap interval, McNemar per seed combined over seeds). A difference is only
    called one when its interval excludes 0.
 
-    python bench/bf16_cpu.py [DATA_DIR] [WEIGHTS] [OUT]
+    python bench/bf16_cpu.py [DATA_DIR] [WEIGHTS] [OUT] [SIZE] [EPOCHS]   # SIZE 112, EPOCHS 6 by default
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ SHARED = REPO.parent / "shared"
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else SHARED / "data" / "ham10000"
 WEIGHTS = Path(sys.argv[2]) if len(sys.argv) > 2 else SHARED / "weights" / "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors"
 TARGET = 1.4
-EPOCHS = 6  # at 3, fp32's own seeds spanned 21 points of accuracy: too few to compare anything
-OUT = Path(sys.argv[3]) if len(sys.argv) > 3 else REPO / "runs" / f"bf16-cpu-{EPOCHS}ep"
+SIZE = int(sys.argv[4]) if len(sys.argv) > 4 else 112
+EPOCHS = int(sys.argv[5]) if len(sys.argv) > 5 else 6  # at 3, fp32's own seeds spanned 21 points of accuracy at 112 px
+OUT = Path(sys.argv[3]) if len(sys.argv) > 3 else REPO / "runs" / (f"bf16-cpu-{EPOCHS}ep" + ("" if SIZE == 112 else f"-{SIZE}px"))
 
 
 def step_time(size: int) -> tuple[float, float]:
@@ -62,7 +63,7 @@ def step_time(size: int) -> tuple[float, float]:
 
 def accuracy(precision: str) -> list[dict]:
     out = OUT / precision
-    code = robench(["run", "--dataset", "ham10000", "--data-dir", str(DATA), "--subset", "1000", "--image-size", "112",
+    code = robench(["run", "--dataset", "ham10000", "--data-dir", str(DATA), "--subset", "1000", "--image-size", str(SIZE),
                     "--backbone", "vit_tiny_patch16_224", "--weights", str(WEIGHTS), "--strategies", f"full:epochs={EPOCHS}",
                     "--attacks", "", "--seeds", "0,1,2", "--train-precision", precision, "--quiet",
                     "--out", str(out), "--leaderboard-dir", str(out)])
@@ -93,7 +94,7 @@ def main() -> None:
     print(f"clean accuracy bf16 - fp32 on the same {len(labels)} test images: {100 * difference:+.1f} points, 95% interval "
           f"[{100 * low:+.1f}, {100 * high:+.1f}], McNemar p {p:.3f} over {len(hits['fp32'])} seeds: {verdict}")
     speed = sum(r["train_seconds"] for r in found["fp32"]) / sum(r["train_seconds"] for r in found["bf16"])
-    print(f"robench's own training at 112 px (the runs above): bf16 {speed:.2f}x the speed of fp32")
+    print(f"robench's own training at {SIZE} px (the runs above): bf16 {speed:.2f}x the speed of fp32")
 
 
 if __name__ == "__main__":
