@@ -164,11 +164,8 @@ def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
     if labels is None or "adv_pred" not in cells:
         return
     white = cells[(cells["attack_black_box"] == False) & cells["attack_family"].isin(FAMILIES)]  # noqa: E712
-    white = white.assign(alive_=survived(white, labels))
-    white = white[white["alive_"].notna()]
     rank = {attack: FAMILIES.index(family) for attack, family in zip(white["attack"], white["attack_family"])}
-    for (strategy, eps, norm), group in white.groupby(SAME_NORM, sort=False):
-        alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
+    for (strategy, eps, norm), group, alive in _survival_groups(white, labels):
         attacks = list(dict.fromkeys(group["attack"]))
         for a in attacks:
             for b in attacks:
@@ -183,10 +180,7 @@ def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
     that a fixed-eps attack of its norm (any family, white or black box) fooled at that eps on that model."""
     if labels is None or "adv_pred" not in cells:
         return
-    cells = cells.assign(alive_=survived(cells, labels))
-    cells = cells[cells["alive_"].notna()]
-    for (strategy, eps, norm), group in cells.groupby(SAME_NORM, sort=False):
-        alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
+    for (strategy, eps, norm), group, alive in _survival_groups(cells, labels):
         families = dict(zip(group["attack"], group["attack_family"]))
         for a in [attack for attack, family in families.items() if family == MINIMAL]:
             for b in [attack for attack, family in families.items() if family != MINIMAL]:
@@ -199,18 +193,23 @@ def _bf16_weaker(cells: pd.DataFrame, labels) -> Iterator[Flag]:
     fp32 twin fooled at that eps on that model."""
     if labels is None or "adv_pred" not in cells:
         return
-    twins = cells[cells["attack"].str.endswith(BF16_TWIN)]
-    if twins.empty:
+    if not cells["attack"].str.endswith(BF16_TWIN).any():
         return
-    cells = cells.assign(alive_=survived(cells, labels))
-    cells = cells[cells["alive_"].notna()]
-    for (strategy, eps, norm), group in cells.groupby(SAME_NORM, sort=False):
-        alive = {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
+    for (strategy, eps, norm), group, alive in _survival_groups(cells, labels):
         present = set(group["attack"])
         for twin in [attack for attack in present if attack.endswith(BF16_TWIN)]:
             fp32 = twin.removesuffix(BF16_TWIN)
             if fp32 in present and (found := _kept_what_another_fooled(alive, twin, fp32, eps, norm)):
                 yield Flag("bf16-weaker", strategy, found)
+
+
+def _survival_groups(cells: pd.DataFrame, labels) -> Iterator[tuple[tuple, pd.DataFrame, dict]]:
+    """Per (strategy, eps, norm): its cells that have per-image records, and (attack, seed) -> the
+    survival of each attacked image, which the per-image checks compare."""
+    cells = cells.assign(alive_=survived(cells, labels))
+    cells = cells[cells["alive_"].notna()]
+    for key, group in cells.groupby(SAME_NORM, sort=False):
+        yield key, group, {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
 
 
 def _twins(a: str, b: str) -> bool:

@@ -10,10 +10,9 @@ recorded in config.json is one a reader can type.
 from __future__ import annotations
 
 import argparse
-import difflib
 
 from robench.cli_parser import _run_parser, build_parser
-from robench.errors import RobenchError
+from robench.errors import RobenchError, did_you_mean
 from robench.registry import load_registry
 
 SPEC_KINDS = {"strategies": "strategy", "attacks": "attack", "defenses": "defense", "dataset": "dataset"}
@@ -26,9 +25,7 @@ def to_argv(options: dict) -> list[str]:
     for key, value in options.items():
         action = actions.get(key)
         if action is None:
-            close = difflib.get_close_matches(key, actions, n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise RobenchError(f"robench.run() has no option {key!r}: {hint}its options are the flags of `robench run` "
+            raise RobenchError(f"robench.run() has no option {key!r}: {did_you_mean(key, actions, n=1)}its options are the flags of `robench run` "
                                f"with _ for -: {', '.join(sorted(actions))}")
         flag = action.option_strings[-1]
         if action.nargs == 0:  # a switch such as --quiet

@@ -18,7 +18,7 @@ from torch import nn
 
 import robench
 from robench.backbone import Backbone
-from robench.errors import RobenchError, import_optional
+from robench.errors import RobenchError, did_you_mean, import_optional
 from robench.weights import hub_reachable, no_download, offline_unless_reachable
 
 INSTALL = 'pip install "robench[open_clip]"'
@@ -55,10 +55,8 @@ class OpenClip(Backbone):
         open_clip = _import()
         name, _, tag = model.partition("@")
         if not name.startswith("hf-hub:") and name not in open_clip.list_models():
-            import difflib
-            close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise RobenchError(f"unknown open_clip model {name!r}: {hint}see open_clip.list_models()")
+            raise RobenchError(f"unknown open_clip model {name!r}: {did_you_mean(name, open_clip.list_models())}"
+                               "see open_clip.list_models()")
         if tag and tag not in open_clip.list_pretrained_tags_by_model(name):
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
             raise RobenchError(f"open_clip has no weights {tag!r} for {name}: its tags are {tags}")
