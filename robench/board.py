@@ -3,11 +3,12 @@ order its rows are ranked in."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Collection, Mapping
 
 import pandas as pd
 
-from robench import uncertainty
+from robench import rankable, uncertainty
 from robench.attack import CLEAN
 from robench.metrics import eps_label
 from robench.summary import (
@@ -21,6 +22,8 @@ from robench.summary import (
 )
 from robench.worst_case import WORST, WORST_LABELS
 
+NO_RANK = "–"  # the rank cell of a strategy that may not be ranked (robench.rankable)
+
 
 class Board:
     """The summary of one run, looked up by cell and formatted as table cells."""
@@ -30,12 +33,16 @@ class Board:
             (row.strategy, row.attack, None if pd.isna(row.eps) else row.eps, row.metric): row
             for row in summary.itertuples(index=False)
         }
-        self.strategies = ranked(_ordered(frame["strategy"].dropna(), model_order(config)), summary)
         self.columns = _attack_columns(frame, [*WORST_LABELS, *(config.get("attacks") or ())])
         seeds = config.get("seeds")
         self.expected_n = len(seeds) if seeds else int(summary["n"].max()) if len(summary) else 1
         self.config = config
         self.frame, self.labels = frame, attacked_labels(config)
+        strategies = _ordered(frame["strategy"].dropna(), model_order(config))
+        self.not_ranked = (rankable.reasons(frame, self.labels, config.get("dataset", {}).get("classes"), strategies,
+                                            self.headline) if self.labels is not None and self.headline
+                           else rankable.NotRanked({}, frozenset()))
+        self.strategies = ranked(strategies, summary, self.not_ranked.why)
 
     def cell(self, strategy: str, metric: str, attack: str = CLEAN, eps=None, scale=100.0, digits=2) -> str:
         """``mean ± std`` over seeds, the std left out for one seed, ``(n=k)`` when seeds are missing."""
@@ -84,13 +91,39 @@ class Board:
         table["peak MiB"] = [self.cell(s, "peak_mem_mb", scale=1, digits=0) for s in self.strategies]
         return table
 
-    def ranks(self) -> dict[str, int] | None:
-        """Each strategy's rank under the first attack column's attack at every eps (uncertainty.ranks);
-        None without per-image records or attacks."""
-        headline = [column for column in self.columns if column[0] == self.columns[0][0]]
-        if self.labels is None or not headline:
+    @property
+    def headline(self) -> list[tuple[str, float]]:
+        """The rank's columns: the first attack column's attack (the worst case where there is one) at every eps."""
+        return [column for column in self.columns if column[0] == self.columns[0][0]]
+
+    def ranks(self) -> dict[str, int | None] | None:
+        """Each strategy's rank under the headline columns (uncertainty.ranks), None for a strategy
+        that may not be ranked (robench.rankable); None without per-image records or attacks."""
+        if self.labels is None or not self.headline:
             return None
-        return uncertainty.ranks(self.frame, self.labels, self.strategies, headline)
+        found = uncertainty.ranks(self.frame, self.labels, [s for s in self.strategies if s not in self.not_ranked.why],
+                                  self.headline)
+        return {s: found.get(s) for s in self.strategies}
+
+    def rank_cells(self) -> list[str] | None:
+        """The `rank` column: ``2``, ``1=`` for a tie, ``–`` for a strategy without a rank (never a tie for first)."""
+        if (found := self.ranks()) is None:
+            return None
+        ties = Counter(rank for rank in found.values() if rank is not None)
+        return [NO_RANK if found[s] is None else f"{found[s]}{'=' if ties[found[s]] > 1 else ''}" for s in self.strategies]
+
+    def paired(self, reference: str | None = None) -> str:
+        """The paired comparisons section: strategies whose model learned nothing are left out, and each
+        column's reference is ranked; a ``reference`` without a rank is not used, and the page says so."""
+        if self.labels is None:
+            return ""
+        compared = [s for s in self.strategies if s not in self.not_ranked.learned_nothing]
+        candidates = [s for s in compared if s not in self.not_ranked.why]
+        notice = (f"The reference {reference} is not ranked (see \"Not ranked\" under the main table), so no paired "
+                  "comparison uses it: each column is compared with its best ranked strategy." if reference in self.not_ranked.why
+                  else "")
+        found = uncertainty.against_the_best(self.frame, self.labels, compared, self.columns, reference, candidates)
+        return uncertainty.paired_section(found, compared, self.columns, notice) or notice
 
     def _params(self, strategy: str) -> str:
         """Count and share of the backbone: the cost axis of parameter-efficient fine-tuning."""
@@ -126,10 +159,17 @@ class Board:
                "every attack of that norm run at that eps (per image, not the minimum of the columns; L-inf unless "
                "the label names another norm, and two norms are never combined, their eps being radii of different "
                f"balls); rows are ranked by `{worst[0]}`, averaged over eps. " if worst else "")
-            + ("`rank`: 1 + the number of strategies a paired test (McNemar, per seed, combined over seeds, Holm over "
-               "all pairs, and its interval excluding 0) shows to be more robust under the first attack column's attack "
-               "at every eps; `=` marks "
-               "strategies no test separates, a tie however their means differ. " if self.labels is not None else "") +
+            + ("`rank`: 1 + the number of ranked strategies shown to be more robust under the first attack column's "
+               "attack at every eps, the image being the unit: per seed, each image's score is its survival averaged "
+               "over those eps columns; per pair, a sign test on the images whose scores differ (exact binomial, "
+               "McNemar's test for one column) per seed, the seeds combined by Stouffer's method, Holm's correction "
+               "over all pairs, and the bootstrap interval of the difference of mean scores (whole images and seeds "
+               "resampled) excluding 0; `=` marks strategies no test separates, a tie however their means differ; "
+               f"`{NO_RANK}` a strategy not ranked (a model whose clean balanced accuracy is not above chance with "
+               f"{100 * rankable.CONFIDENCE:.0f}% confidence or that answers one class for "
+               f"{100 * rankable.ONE_CLASS:.0f}% of the images in a seed, or that lacks a rank column's records), listed "
+               "with its reason under the table and never a paired comparison's reference. "
+               if self.labels is not None else "") +
             "Peak MiB: memory while the model trained: the CUDA allocator's peak on a GPU, "
             "the process's resident memory (sampled) on a CPU."
         )
@@ -151,15 +191,16 @@ class Board:
             f"- chance balanced accuracy (also the majority class's): {chance}"
         )
 
-def ranked(strategies: list[str], summary: pd.DataFrame) -> list[str]:
+def ranked(strategies: list[str], summary: pd.DataFrame, unranked: Collection[str] = ()) -> list[str]:
     """Best first by the headline number: worst-case robust accuracy over all attacked images,
     averaged over the run's eps (each eps's mean over seeds), the L-inf worst case where there is
     one, else the first norm's (never a mean over norms); models without it keep their order
-    after the others. Ties keep the command's order."""
+    after the others, and the ``unranked`` (robench.rankable) come last, in that order too, so that
+    a constant model's untouchable answers never head the table. Ties keep the command's order."""
     present = [label for label in WORST_LABELS if (summary["attack"] == label).any()]
     worst = summary[(summary["attack"] == (present[0] if present else WORST)) & (summary["metric"] == "robust_acc")]
     score = worst.groupby("strategy")["mean"].mean().to_dict()
-    return sorted(strategies, key=lambda s: -score[s] if s in score else float("inf"))
+    return sorted(strategies, key=lambda s: (s in unranked, -score[s] if s in score else float("inf")))
 
 def human_count(value: float) -> str:
     """5524999 -> 5.5M, 1792 -> 1.8k: a parameter count as people say it."""

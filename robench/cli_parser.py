@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--attack-samples", type=int, metavar="N",
                      help="attack a class-stratified subset of N test images, the same for every model "
                      "(clean metrics still use the whole test set)")
+    run.add_argument("--escalation", default="3", metavar="ROUNDS|off",
+                     help="attack the images every attack left correct at an eps again, harder, for up to ROUNDS rounds "
+                     "(default 3; robench/escalation.py), so that the worst case holds against stronger attacks; off: none")
     run.add_argument("--protocol", choices=["all", "correct"], default="all",
                      help="headline robust accuracy: over all test images (default) or the clean-correct subset")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")

@@ -86,6 +86,7 @@ def config_from_args(args, argv):
         recipe_overrides={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
         attack_batch_size=args.attack_batch_size,
         attack_samples=args.attack_samples,
+        escalation=parse_escalation(args.escalation),
         device=args.device,
         train_precision=args.train_precision,
         attack_precision=args.attack_precision,
@@ -176,6 +177,23 @@ def parse_eps(text: str) -> list[float]:
     if not values:
         raise RobenchError("--eps is empty: give at least one value, e.g. --eps 0.01,0.02")
     return values
+
+
+def parse_escalation(text) -> int | None:
+    """``--escalation``: a number of rounds from 1 to MAX_ROUNDS, or ``off`` (None)."""
+    from robench.escalation import MAX_ROUNDS, ROUNDS
+
+    text = str(text).strip().lower()
+    if text in ("off", "none", "no", "false"):
+        return None
+    try:
+        rounds = int(text)
+    except ValueError:
+        rounds = None
+    if rounds is None or not 1 <= rounds <= MAX_ROUNDS:
+        raise RobenchError(f"--escalation {text!r} is not a number of rounds from 1 to {MAX_ROUNDS}: give one "
+                           f"(default {ROUNDS}), or off to keep the configured attacks' worst case alone")
+    return rounds
 
 
 def parse_seeds(text: str) -> list[int]:

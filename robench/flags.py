@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from robench.attack import CLEAN, FAMILIES, MINIMAL
+from robench.attack import CLEAN, ESCALATION, FAMILIES, MINIMAL
 from robench.compute import BF16_TWIN
 from robench.metrics import eps_label
 from robench.results import attack_norms
@@ -53,6 +53,8 @@ CHECKS = {
     "bf16-weaker": "an attack computed in bf16 left more than a few images correct that its fp32 twin "
     "(the same attack in fp32, ``--attack-precision fp32,bf16``) fooled at the same eps on the same model: "
     "bf16's rounding masks the gradient there, so trust the fp32 column, not the bf16 one",
+    "escalation-moved": "escalation (stronger PGD and APGD on what every attack left correct) fooled more than one image "
+    "the configured attacks' worst case counted as robust: they are too weak there; trust the worst-case column",
     "black-box-wins": "a black-box attack, which never reads gradients, beats every white-box attack at the "
     "same eps in the same norm: the mark of gradient masking; the white-box numbers overstate robustness",
     "below-majority": "clean accuracy at or below the majority-class baseline (always answering the most "
@@ -83,14 +85,17 @@ def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> lis
     cells = ok[ok["attack"] != CLEAN].drop_duplicates(["strategy", "seed", "attack", "eps"], keep="last")
     cells = cells.assign(norm_=attack_norms(cells))
     models = ok.drop_duplicates(["strategy", "seed"], keep="last")
+    # An escalation row is the worst case again: only the minimal attack's check and its own compare it.
+    plain = cells[cells["attack_family"] != ESCALATION] if "attack_family" in cells else cells
     found = [
-        *_eps_zero(cells),
-        *_rises_with_eps(cells),
-        *_family_order(cells),
-        *_weaker_per_image(cells, labels),
+        *_eps_zero(plain),
+        *_rises_with_eps(plain),
+        *_family_order(plain),
+        *_weaker_per_image(plain, labels),
         *_minimal_too_weak(cells, labels),
-        *_bf16_weaker(cells, labels),
-        *_black_box_wins(cells),
+        *_bf16_weaker(plain, labels),
+        *(_escalation_moved(cells) if "escalation_fooled" in cells else ()),
+        *_black_box_wins(plain),
         *_collapse(models, n_classes),
     ]
     order = list(CHECKS)
@@ -226,6 +231,15 @@ def _kept_what_another_fooled(alive: dict, a: str, b: str, eps: float, norm: str
         return None
     return (f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at {_at(eps, norm)} "
             f"(mean over {len(counts)} seed(s))")
+
+
+def _escalation_moved(cells: pd.DataFrame) -> Iterator[Flag]:
+    """Escalation fooled more than one survivor of the configured attacks on one model at one eps."""
+    moved = cells[(cells["attack_family"] == ESCALATION) & (cells["escalation_fooled"].fillna(0) > 1)]
+    for row in moved.itertuples(index=False):
+        yield Flag("escalation-moved", row.strategy,
+                   f"{row.attack} fooled {int(row.escalation_fooled)} of the {int(row.escalated)} images the attacks left "
+                   f"correct at {_at(row.eps, row.attack_norm or 'Linf')} (seed {row.seed})")
 
 
 def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pandas as pd
 from filelock import FileLock
 
-from robench import export, flags, minimal_eps, per_class, publish, uncertainty
+from robench import escalation_page, export, flags, minimal_eps, per_class, publish, rankable
 from robench.atomic import replacing
 from robench.board import Board, human_count
 from robench.defense import NONE
@@ -66,17 +66,14 @@ def render(
     board = Board(summarise(frame), frame, config)
 
     main = board.main_table(PROTOCOLS[protocol_name])
-    if (rank := board.ranks()) is not None:
-        counts = pd.Series(rank).value_counts()
-        main.insert(0, "rank", [f"{rank[s]}=" if counts[rank[s]] > 1 else str(rank[s]) for s in board.strategies])
+    if (rank := board.rank_cells()) is not None:
+        main.insert(0, "rank", rank)
     if notes:
         main["notes"] = [notes.get(strategy, "") for strategy in board.strategies]
     reference = reference or config.get("reference")
     if reference is not None and reference not in board.strategies:
         raise RobenchError(f"reference strategy {reference!r} is not in this run: use one of {', '.join(board.strategies)}")
-    paired = uncertainty.paired_section(
-        uncertainty.against_the_best(frame, labels, board.strategies, board.columns, reference) if labels is not None else [],
-        board.strategies, board.columns)
+    paired = board.paired(reference)
     dataset = config.get("dataset", {})
     per_class_text = per_class.section(frame, labels, dataset.get("classes"), board.strategies, board.columns,
                                        dataset.get("malignant") or ())
@@ -86,9 +83,11 @@ def render(
         f"## {_sentence(PROTOCOLS[protocol_name].title)}",
         _markdown(main),
         board.legend(PROTOCOLS[protocol_name]),
+        *([unranked] if (unranked := rankable.section(board.not_ranked)) else []),
         *(footnotes or ()),
         *([paired] if paired else []),
         *([minimal_text] if (minimal_text := minimal_eps.section(frame, board.strategies)) else []),
+        *([escalated] if (escalated := escalation_page.section(frame, board.strategies, config)) else []),
         board.baselines(),
         *([per_class_text] if per_class_text else []),
         *([_plots_section(plots)] if plots else []),

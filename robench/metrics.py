@@ -41,9 +41,11 @@ def robust_metrics(labels: torch.Tensor, survived: torch.Tensor, n_clean_correct
 
 
 def eps_label(eps: float) -> str:
-    """eps as a page shows it: ``0.01`` as is, a multiple of 0.5/255 as ``1/255`` or ``0.5/255``,
-    the way the threat model is usually written, where the decimal would be ``0.00392157``."""
-    steps = eps * 255 * 2
-    if eps > 0 and abs(steps - round(steps)) < 1e-4 and len(f"{eps:g}") > 6:
-        return f"{round(steps) / 2:g}/255"
+    """eps as a page shows it: a multiple of 0.25/255 as ``0.25/255``, ``0.5/255``, ``1/255``, ``2/255``,
+    the way the threat model is usually written, where the decimal would be ``0.000980392``; a short
+    decimal as typed (``0.01``, ``0.02``, and L2 radii such as ``0.5``, which is 127.5/255 but not a
+    pixel level anyone means)."""
+    quarters = eps * 255 * 4
+    if eps > 0 and abs(quarters - round(quarters)) < 1e-4 and len(f"{eps:g}") > 6:
+        return f"{round(quarters) / 4:g}/255"
     return f"{eps:g}"

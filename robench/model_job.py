@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from robench import checkpoints, compute, features, resume
-from robench.attack import CLEAN, exact_arithmetic, flushing_subnormals
+from robench import checkpoints, compute, escalation, features, resume
+from robench.attack import CLEAN, exact_arithmetic, flushing_subnormals, frozen
 from robench.backbone import Normalized
 from robench.defense import NONE
 from robench.errors import PluginError, one_line
@@ -42,6 +42,7 @@ def lost_model_rows(config, strategy: Planned, attacks: list[Planned], seed: int
     error handling (a Ray worker killed for memory, a machine gone); a resumed run retries them."""
     base = _model_fields(strategy, seed)
     cells = [(CLEAN, CLEAN, 0.0)] + [(a.label, a.plugin.name, eps) for a in attacks for eps in config.eps]
+    cells += [(label, escalation.ESCALATION, eps) for label, _ in _escalations(config, attacks) for eps in config.eps]
     return [base | _failure(error, attack=label, attack_name=name, eps=eps)
             for label, name, eps in cells if resume.cell(strategy.label, seed, label, eps) not in done]
 
@@ -59,7 +60,10 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
         return [eps for eps in config.eps if resume.cell(strategy.label, seed, attack, eps) not in done]
 
     needs_clean = resume.cell(strategy.label, seed, CLEAN, 0.0) not in done
-    attacks = [attack for attack in attacks if missing_eps(attack.label)]
+    escalations = [(wanted, missing) for wanted in _escalations(config, attacks) if (missing := missing_eps(wanted[0]))]
+    # An escalation attacks what every attack left: with one to do, every attack runs again (rows
+    # already written are not written twice); else only the attacks with cells to do.
+    attacks = attacks if escalations else [attack for attack in attacks if missing_eps(attack.label)]
     if not needs_clean and not attacks:
         return
     try:
@@ -78,11 +82,15 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
         for attack in attacks:
             for eps in missing_eps(attack.label):
                 yield base | _failure(exc, attack=attack.label, attack_name=attack.plugin.name, eps=eps)
+        for (label, _), missing in escalations:
+            for eps in missing:
+                yield base | _failure(exc, attack=label, attack_name=escalation.ESCALATION, eps=eps)
         return
     if needs_clean:
         yield base | {"attack": CLEAN, "attack_name": CLEAN, "eps": 0.0, "status": "ok", "error": None,
                       "robust_acc": base["clean_acc"], "robust_bacc": base["clean_bacc"],
                       "clean_pred": clean_preds.tolist()}
+    sweeps = {}  # attack label -> eps -> metrics, of the attacks that ran: what escalation starts from
     for attack in attacks:
         cell = base | {"attack": attack.label, "attack_name": attack.plugin.name,
                        "attack_family": attack.plugin.family, "attack_norm": attack.plugin.norm,
@@ -98,8 +106,26 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
             for eps in missing_eps(attack.label):
                 yield cell | _failure(exc, "attack", eps=eps)
             continue
+        sweeps[attack.label] = metrics
         for eps in missing_eps(attack.label):
             yield cell | {"eps": eps, "status": "ok", "error": None} | metrics[eps]
+    if escalations:
+        with frozen(model), exact_arithmetic():
+            found = escalation.rows(escalations, sweeps, attacks, test_images, test_labels, clean_preds,
+                                    model, device, config.escalation, config.attack_batch_size,
+                                    reseed=lambda: seed_everything(seed))
+        for label, eps, metrics in found:
+            cell = base | {"attack": label, "attack_name": escalation.ESCALATION, "attack_family": escalation.ESCALATION,
+                           "attack_norm": escalation.NORM, "attack_black_box": False, "eps": eps}
+            if isinstance(metrics, Exception):
+                yield cell | _failure(metrics, "attack")
+            else:
+                yield cell | {"status": "ok", "error": None} | metrics
+
+
+def _escalations(config, attacks: list[Planned]) -> list[tuple[str, Planned | None]]:
+    """The escalation rows of a model (robench.escalation); none when the run turned escalation off."""
+    return escalation.labels_for(attacks, config.escalation) if config.escalation else []
 
 
 def _model_fields(strategy: Planned, seed: int) -> dict:

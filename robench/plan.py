@@ -20,6 +20,8 @@ from robench.compute import attack_label
 from robench.dataset import Dataset
 from robench.defense import NONE, Defense, combined_label
 from robench.errors import PluginError, RobenchError, one_line
+from robench.escalation import MAX_ROUNDS
+from robench.escalation import ROUNDS as ESCALATION_ROUNDS
 from robench.limits import check_numbers
 from robench.names import check_name
 from robench.options import Spec, coerce, resolve
@@ -49,6 +51,7 @@ class RunConfig:
     recipe_overrides: dict = field(default_factory=dict)  # global --lr / --epochs / --batch-size
     attack_batch_size: int = 64
     attack_samples: int | None = None  # attack a class-stratified subset of this many test images
+    escalation: int | None = ESCALATION_ROUNDS  # rounds of escalation on the survivors (robench.escalation); None: off
     device: str = "auto"
     protocol: str = "all"
     command: str = ""
@@ -95,6 +98,9 @@ def plan(config: RunConfig) -> Plan:
         valid = ", ".join([SPLIT_TEST, *dataset.test_sets])
         raise RobenchError(f"--test-set {config.test_set!r} is not a test set of dataset {dataset.name!r}: use one of {valid}")
     registry.get("backbone", config.backbone.provider)
+    if config.escalation is not None and not (isinstance(config.escalation, int) and 1 <= config.escalation <= MAX_ROUNDS):
+        raise RobenchError(f"--escalation {config.escalation!r} is not a number of rounds from 1 to {MAX_ROUNDS}: "
+                           f"give one (default {ESCALATION_ROUNDS}), or off to keep the configured attacks' worst case alone")
     for value in config.eps:
         if not 0 <= value <= 1:
             raise RobenchError(f"eps {value} is outside [0, 1]: eps is in pixel units, e.g. 0.01 or 2/255")

@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from robench import results
 from robench.checkpoints import weights_sha256
 from robench.compute import resolve_device
+from robench.escalation import FIRST_STEPS, RESTARTS
 from robench.prepare import Prepared, attacked_images, test_arrays
 
 
@@ -41,6 +42,10 @@ def describe(config, prepared: Prepared, backbone_params: int) -> dict:
         "defenses": [d.label for d in config.defenses],
         "attacks": [a.label for a in config.attacks],
         "eps": config.eps,
+        "escalation": None if config.escalation is None else {
+            "rounds": config.escalation, "first_steps": FIRST_STEPS, "margin_restarts": RESTARTS,
+            "how": "the images every L-inf attack left correct at an eps, attacked by PGD (margin, cross-entropy) and APGD-DLR "
+                   "with steps doubling each round until a round fools nothing (robench/escalation.py)"},
         "protocol": config.protocol,
         "reference": config.reference,
         "format": results.FORMAT,

@@ -67,6 +67,9 @@ CELL_METRICS = (
     "attack_success_rate",  # 1 - acc_on_correct
     "attack_seconds",
     "eps_max",  # a minimal attack's (robench.attack.MinimalAttack): eps* is searched up to it; None otherwise
+    "escalated",  # an escalation row's (robench.escalation): the survivors of every attack it was given
+    "escalation_fooled",  # ... how many of them it fooled
+    "escalation_rounds",  # ... in how many rounds
 )
 # Per-image records, lists over the attacked images in config.json's ``attacked`` order (ids,
 # labels): they travel inside the row, so a row never exists without them.

@@ -43,6 +43,7 @@ CONFIG = {
     "dataset": {"name": TEXT, "description": TEXT, "classes": ([str], None), "malignant": ([str], None)},
     "split": dict, "backbone": dict, "versions": (Each(TEXT), None), "precision": (dict, None),
     "attack_samples": ({"n": Required(int), "of": Required(int)}, None),
+    "escalation": ({"rounds": Required(int)}, None),
     "attacked": ({"ids": Required(list), "labels": Required([int])}, None),
     "comparable": _COMPARABLE,
 }
@@ -51,7 +52,8 @@ ROW = {
     "strategy": Required(str), "seed": Required(int), "attack": Required(str), "eps": Required(NUMBER),
     "status": Required(str), "error": TEXT, "strategy_name": TEXT, "defense": TEXT, "attack_name": TEXT,
     "attack_family": TEXT, "attack_norm": TEXT,
-    **dict.fromkeys(("n_test", "n_attacked", "n_clean_correct", "epochs", "best_epoch"), _NUMBER_OR_NULL),
+    **dict.fromkeys(("n_test", "n_attacked", "n_clean_correct", "epochs", "best_epoch", "escalated", "escalation_fooled",
+                     "escalation_rounds"), _NUMBER_OR_NULL),
     **dict.fromkeys(("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "robust_acc", "robust_bacc",
                      "acc_on_correct", "attack_success_rate", "eps_max"), _NUMBER_OR_NULL),
     "clean_pred": ([int], None), "adv_pred": ([int], None), "min_eps": ([_NUMBER_OR_NULL], None),

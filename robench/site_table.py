@@ -9,7 +9,6 @@ texts are the markdown page's own (robench.board), so the site and the page neve
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -67,12 +66,11 @@ def rows(board: Board, notes: Mapping[str, str], per_class: set[str]) -> list[di
     to its sanity flags (robench.flags.annotate); ``per_class`` holds the anchors of the per-class
     page, to which a row links.
     """
-    out, ranks = [], board.ranks() or {}
-    ties = Counter(ranks.values())
-    for strategy in board.strategies:
+    out, ranks, shown = [], board.ranks() or {}, board.rank_cells()
+    for i, strategy in enumerate(board.strategies):
         model = _model_cells(board, strategy, notes.get(strategy, ""))
         rank = ranks.get(strategy)
-        model["rank"] = Cell("" if rank is None else f"{rank}{'=' if ties[rank] > 1 else ''}", "" if rank is None else str(rank))
+        model["rank"] = Cell(shown[i] if shown else "", "" if rank is None else str(rank))
         for attack, eps in board.columns:
             link = anchor(attack, eps)
             for key, protocol in PROTOCOLS.items():
@@ -119,7 +117,8 @@ def legend(board: Board) -> str:
                    for key, protocol in PROTOCOLS.items())
         + (f" {' and '.join(f'`{label}`' for label in worst)}: an image counts as robust only if it survives every "
            "attack of that norm at that eps." if worst else "")
-        + (" `rank`: 1 + the number of strategies a paired test shows to be more robust under the first attack at every "
-           "eps (as on the markdown page; `=` marks strategies no test separates)." if board.labels is not None else "")
+        + (" `rank`: 1 + the number of ranked strategies a paired test, each image one unit, shows to be more robust "
+           "under the first attack at every eps (as on the markdown page; `=` marks strategies no test separates, `–` "
+           "a strategy not ranked, with its reason under the markdown page's table)." if board.labels is not None else "")
         + " Rows start in the markdown page's order; a click on a header sorts by its column, a second click reverses."
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robench.attack import CLEAN
+from robench.attack import CLEAN, ESCALATION
 from robench.defense import NONE, combined_label
 from robench.names import check_name, name_from
 from robench.results import CELL_METRICS, CONFIG_FILE, MODEL_METRICS, read_config
@@ -100,8 +100,12 @@ def _ordered(values: pd.Series, preferred: Sequence) -> list:
     return [v for v in preferred if v in present] + [v for v in present if v not in preferred]
 
 def _attack_columns(frame: pd.DataFrame, attack_order: Sequence[str]) -> list[tuple[str, float]]:
-    """(attack, eps) pairs of every attacked row, failed ones too so that their column shows."""
+    """(attack, eps) pairs of every attacked row, failed ones too so that their column shows; not the
+    escalation rows (robench.escalation), which enter the worst case and a section of their own: alone,
+    an escalation row is the worst case again."""
     attacked = frame[(frame["attack"] != CLEAN) & frame["attack"].notna() & frame["eps"].notna()]
+    if "attack_family" in attacked:
+        attacked = attacked[attacked["attack_family"] != ESCALATION]
     attacks = _ordered(attacked["attack"], attack_order)
     return [
         (attack, float(eps))

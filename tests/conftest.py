@@ -45,6 +45,31 @@ def micro_model(micro_vit):
     return Normalized(vit, mean, std).eval()
 
 
+def pytest_addoption(parser, pluginmanager):
+    parser.addoption("--strict-skips", action="store_true",
+                     help="a real-data test (marker integration, ../shared) or the browser test (tests/test_site.py) "
+                          "that skips fails instead: CI (.ci/run) has both, so such a skip is a broken setup")
+    if pluginmanager.is_blocked("xdist"):  # pyproject's addopts say -n 2; `-p no:xdist` runs one process
+        # (declared as pytest-xdist declares it: lowercase short options are reserved to plugins)
+        parser.getgroup("xdist")._addoption("-n", dest="numprocesses", help="ignored without pytest-xdist (-p no:xdist)")
+
+
+def must_run(item: pytest.Item) -> bool:
+    """Skipped in CI only by a broken setup: the real-data tests and the browser test (not a CUDA one)."""
+    cuda_only = any("CUDA" in str(mark.kwargs.get("reason", "")) for mark in item.iter_markers("skipif"))
+    return (item.get_closest_marker("integration") is not None or item.path.name == "test_site.py") and not cuda_only
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and item.config.getoption("strict_skips") and must_run(item):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"--strict-skips: {item.nodeid} must run here, but it skipped: {reason}"
+    return report
+
+
 def shared_or_skip(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

@@ -29,8 +29,8 @@ def test_the_python_api_page_runs_as_written(tmp_path, monkeypatch, capsys):
     for number, block in enumerate(python_blocks(PAGE), start=1):
         exec(compile(block, f"{PAGE.name}, example {number}", "exec"), namespace)  # noqa: S102  (our own docs)
     results, again = namespace["results"], namespace["again"]
-    assert set(results.rows["attack"]) == {"none", "fgsm", "pgd(steps=3)"}  # PGD(steps=3), the object, as its spec
-    assert len(results.rows) == 2 * (1 + 2 * 2) and results.failed.empty  # 2 seeds: clean + 2 attacks x 2 eps
+    assert set(results.rows["attack"]) == {"none", "fgsm", "pgd(steps=3)", "escalation"}  # PGD(steps=3), the object, as its spec
+    assert len(results.rows) == 2 * (1 + 2 * 2 + 2) and results.failed.empty  # 2 seeds: clean + 2 attacks x 2 eps + escalation
     assert results.config["command"].startswith("robench run --dataset=synthetic --strategies=linear_probe --attacks=fgsm,pgd:steps=3")
     assert again.rows.equals(results.rows) and again.records.equals(results.records)
     assert results.leaderboard.is_file() and again.leaderboard.read_text() == results.leaderboard.read_text()

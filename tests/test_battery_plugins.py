@@ -9,13 +9,10 @@ from __future__ import annotations
 import builtins
 import errno
 import io
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,11 +20,11 @@ from matplotlib.figure import Figure
 
 import robench
 from robench import registry as registry_module
-from robench.results import RESULTS_FILE, read_rows
+from robench.results import RESULTS_FILE, cell_of, read_rows
 from robench_plugins.strategies.full import Full
 from tests.battery import BASE, FAST, hostile, refused
 from tests.test_failures import _EntryPoint
-from tests.test_resume import REPO, finish, without_timing
+from tests.test_resume import REPO, checkpoint_count, finish, kill_when, line_count, without_timing
 
 # --- output folders and a full disk: refused before training, rows kept ------------------------------
 
@@ -147,7 +144,7 @@ def test_a_strategy_that_raises_is_one_line_naming_its_package(capsys, place, br
 def test_adapt_raising_in_training_fails_its_cells_naming_the_package_and_the_others_complete(capsys, place, broken_plugins):
     code, _, err = hostile(capsys, place, "run", *BASE, "--strategies", "adapt_later,linear_probe", "--out", place.out,
                            "--leaderboard-dir", place.boards)
-    assert code == 1 and err.strip().endswith("robench: 2 cells failed (listed above and in the leaderboard)"), err
+    assert code == 1 and err.strip().endswith("robench: 3 cells failed (listed above and in the leaderboard)"), err
     rows = {r["strategy"]: r for r in read_rows(place.out) if r["attack"] == "none"}
     assert rows["adapt_later"]["status"] == "failed" and rows["linear_probe"]["status"] == "ok"
     assert rows["adapt_later"]["error"] == ("PluginError: strategy adapt_later (package robench-hostile) failed in adapt "
@@ -164,41 +161,53 @@ def test_list_shows_every_plugin_and_the_failures(capsys, place, broken_plugins)
             "(TypeError: asdict() should be called on dataclass instances)") in out
 
 
-# --- kill -9 at random moments, many times -----------------------------------------------------------
+# --- kill -9 at many points of a run --------------------------------------------------------------------
 
 GRID = [sys.executable, "-m", "robench.cli", "run", "--dataset", "synthetic", "--subset", "200", "--epochs", "2",
         "--strategies", "full,linear_probe", "--attacks", "fgsm,pgd:steps=3", "--eps", "0.01,0.02", "--seeds", "0,1", "--quiet"]
 
 
+def progress(out: Path) -> int:
+    """How far a run has come, one file operation at a time: its complete rows plus its checkpoints."""
+    return line_count(out) + checkpoint_count(out)
+
+
 @pytest.mark.slow
-def test_twenty_random_kill_9s_then_a_resume_give_the_rows_of_an_uninterrupted_run(tmp_path):
-    """A run killed 20 times at random moments (each time resumed by the same command) ends with
-    no row twice, no torn line and the very rows of a run never killed."""
+def test_twenty_kill_9s_at_random_points_then_a_resume_give_the_rows_of_an_uninterrupted_run(tmp_path):
+    """A run killed at 20 points of its progress drawn at random (after its n-th row or checkpoint,
+    watched on disk, not timed: the host's speed does not move a kill), each time resumed by the same
+    command, ends with no row twice, no torn line and the very rows of a run never killed; after every
+    kill the finished rows are whole, are the uninterrupted run's, and were kept byte for byte."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "ROBENCH_CACHE_DIR": str(tmp_path / "cache")}
 
     def launch(out: Path) -> subprocess.Popen:
         return subprocess.Popen([*GRID, "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    started = time.monotonic()
-    finish(launch(tmp_path / "reference"))
-    duration = time.monotonic() - started
-    rng, resumed, kills = random.Random(15), tmp_path / "resumed", 0
-    for _ in range(20):
-        process = launch(resumed)
-        try:
-            process.wait(timeout=rng.uniform(0, duration))
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            kills += process.wait() == -signal.SIGKILL
-        else:
-            assert process.returncode == 0, process.communicate()[1].decode()[-2000:]
-        complete = (resumed / RESULTS_FILE).read_bytes().split(b"\n")[:-1] if (resumed / RESULTS_FILE).exists() else []
-        assert all(json.loads(line) for line in complete)  # every finished line is a whole row
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    finish(launch(reference))
+    expected = read_rows(reference)
+    by_cell = dict(zip(map(cell_of, expected), without_timing(expected)))
+    # 20 of the reference's progress points (its rows and 4 checkpoints), each before the last: work is left there
+    points = sorted(random.Random(15).sample(range(1, progress(reference)), 20))
+    landed, kept = [], b""
+    for point in points:
+        if progress(resumed) >= point:
+            continue  # an earlier kill landed past this point (rows of one attack are written together)
+        if kill_when(launch(resumed), lambda point=point: progress(resumed) >= point):
+            landed.append(point)
+        text = (resumed / RESULTS_FILE).read_bytes() if (resumed / RESULTS_FILE).exists() else b""
+        complete = text[: text.rfind(b"\n") + 1]
+        assert complete.startswith(kept)  # a resume keeps every finished row as it was written
+        kept, rows = complete, read_rows(resumed)
+        assert len(rows) == complete.count(b"\n") and progress(resumed) >= point  # whole rows; the kill came after its point
+        assert [by_cell[cell_of(row)] for row in rows] == without_timing(rows)  # the uninterrupted run's numbers
     finish(launch(resumed))
 
-    expected, got = read_rows(tmp_path / "reference"), read_rows(resumed)
-    assert kills >= 10, f"only {kills} of 20 runs were killed before they finished"
-    assert len(expected) == 2 * 2 * (1 + 2 * 2)
-    assert len({tuple(r[f] for f in ("strategy", "seed", "attack", "eps")) for r in got}) == len(got)  # no row twice
-    assert (resumed / RESULTS_FILE).read_bytes().endswith(b"}\n")
+    got = read_rows(resumed)
+    # the first point always has a run to kill, long before its end
+    assert landed and landed[0] == points[0], f"kills landed at {landed} of points {points}"
+    assert len(set(map(cell_of, expected))) == len(expected) >= 2 * 2 * (1 + 2 * 2) and {r["status"] for r in expected} == {"ok"}
+    assert progress(reference) == len(expected) + 2 * 2  # a checkpoint per (strategy, seed)
+    assert len(set(map(cell_of, got))) == len(got)  # no row twice
+    assert (resumed / RESULTS_FILE).read_bytes().endswith(b"}\n") and (resumed / RESULTS_FILE).read_bytes().startswith(kept)
     assert without_timing(got) == without_timing(expected)

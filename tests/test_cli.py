@@ -34,10 +34,10 @@ def test_synthetic_run_writes_rows_config_and_leaderboard(capsys, tmp_path):
     )
     assert code == 0, err
     rows = read_rows(out_dir)
-    # per (strategy, seed): a clean row + 2 attacks x 2 eps
-    assert len(rows) == 2 * (1 + 2 * 2)
+    # per (strategy, seed): a clean row + 2 attacks x 2 eps + the escalation at each eps
+    assert len(rows) == 2 * (1 + 2 * 2 + 2)
     assert {r["status"] for r in rows} == {"ok"}
-    assert {r["attack"] for r in rows} == {"none", "fgsm", "pgd(steps=2)"}
+    assert {r["attack"] for r in rows} == {"none", "fgsm", "pgd(steps=2)", "escalation"}
     for row in rows:
         assert 0 <= row["robust_acc"] <= row["clean_acc"] + 1e-9
         assert row["majority_acc"] > 0.4  # synthetic data is imbalanced like HAM10000

@@ -240,7 +240,7 @@ def test_attack_precision_fp32_bf16_runs_each_attack_in_both_and_labels_the_twin
     native = compute.fast_bf16(torch.device("cpu"))
     assert config["precision"]["attack"] == ("fp32,bf16" if native else "fp32")
     rows = [row for row in read_rows(out_dir) if row["attack"] != "none"]
-    assert sorted(row["attack"] for row in rows) == (["fgsm", "fgsm[bf16]"] if native else ["fgsm"])
+    assert sorted(row["attack"] for row in rows) == (["escalation", "fgsm", "fgsm[bf16]"] if native else ["escalation", "fgsm"])
     assert {row["status"] for row in rows} == {"ok"}
 
 

@@ -50,7 +50,7 @@ def test_config_file_runs_with_typed_flags_winning(tmp_path, monkeypatch, capsys
     assert {r["eps"] for r in rows if r["attack"] != "none"} == {0.02}  # typed --eps wins
     assert {r["seed"] for r in rows} == {3}
     assert {r["strategy"] for r in rows} == {"linear_probe", "full(epochs=1)"}
-    assert {r["attack"] for r in rows} == {"none", "fgsm", "pgd(steps=2)"}
+    assert {r["attack"] for r in rows} == {"none", "fgsm", "pgd(steps=2)", "escalation"}
     assert {r["epochs"] for r in rows if r["strategy"] == "full(epochs=1)"} == {1}  # the spec's recipe beats epochs
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["protocol"] == "correct"
@@ -74,7 +74,7 @@ def test_preset_runs_with_flags_overriding_it(tmp_path, capsys):
     assert code == 0, err
     rows = read_rows(tmp_path / "r")
     assert {r["strategy"] for r in rows} == {"linear_probe", "full(epochs=2)"}
-    assert {r["attack"] for r in rows} == {"none", "fgsm", "pgd(steps=5)"}
+    assert {r["attack"] for r in rows} == {"none", "fgsm", "pgd(steps=5)", "escalation"}
     assert {r["eps"] for r in rows if r["attack"] != "none"} == {0.01, 0.02}
 
 

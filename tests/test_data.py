@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
+from torch.overrides import TorchFunctionMode
 
 import robench.data.images
 from robench.data import ImageSet, split
@@ -260,10 +261,39 @@ def test_isic2018_test_without_ground_truth_says_what_is_missing(tmp_path):
 
 # --- synthetic ------------------------------------------------------------------------------
 
-def test_synthetic_is_deterministic_imbalanced_and_fast():
-    start = time.perf_counter()
+class _TorchCalls(TorchFunctionMode):
+    """Counts the torch functions and tensor methods called inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def torch_calls(fn) -> int:
+    with _TorchCalls() as counted:
+        fn()
+    return counted.calls
+
+
+def test_synthetic_is_deterministic_imbalanced_and_drawn_in_one_pass(monkeypatch):
+    """Fast by construction, counted rather than timed (a time limit fails on a busy machine): all
+    images are drawn in one batch of tensor operations, as many torch calls for 2,000 images as for
+    200 (no loop per image), at most 64 px and then upsampled."""
+    import robench_plugins.datasets.synthetic as synthetic
+
+    small, large = (torch_calls(lambda n=n: load_synthetic(image_size=32, size=n)) for n in (200, 2000))
+    assert small == large < 500, (small, large)
+    drawn, draw = [], synthetic._draw
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "_draw", lambda *args: drawn.append(args[3]) or draw(*args))  # args[3]: the size drawn
+        assert load("synthetic", image_size=224).images.shape[-1] == 224
+    assert drawn == [synthetic._MAX_RENDER_SIZE] == [64]
+
     data = load("synthetic", image_size=32)
-    assert time.perf_counter() - start < 1.0
     again = load_synthetic(image_size=32)
 
     assert torch.equal(data.images, again.images) and torch.equal(data.labels, again.labels)

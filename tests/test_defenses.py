@@ -290,7 +290,7 @@ def test_a_run_with_defenses_has_a_model_per_strategy_and_defense_and_resumes_ea
     labels = {(r["strategy"], r["strategy_name"], r["defense"], r["defense_name"]) for r in rows}
     assert labels == {("linear_probe", "linear_probe", "none", "none"),
                       ("linear_probe + fgsm_at(eps=0.01)", "linear_probe", "fgsm_at(eps=0.01)", "fgsm_at")}
-    assert len(rows) == 2 * 2 and {r["status"] for r in rows} == {"ok"}  # clean + fgsm@0.01, per model
+    assert len(rows) == 2 * 3 and {r["status"] for r in rows} == {"ok"}  # clean + fgsm@0.01 + its escalation, per model
     keys = {}
     for path in (out_dir / "checkpoints").glob("*.safetensors"):
         with safe_open(str(path), framework="pt") as f:
@@ -305,10 +305,10 @@ def test_a_run_with_defenses_has_a_model_per_strategy_and_defense_and_resumes_ea
 
     # again: nothing to do; then a new defense adds its model only
     assert run_cli(capsys, *argv, "--defenses", "none,fgsm_at:eps=0.01")[0] == 0
-    assert len(read_rows(out_dir)) == 4
+    assert len(read_rows(out_dir)) == 6
     assert run_cli(capsys, *argv, "--defenses", "pgd_at:eps=0.01:steps=1")[0] == 0
     rows = read_rows(out_dir)
-    assert len(rows) == 6 and rows[-1]["strategy"] == "linear_probe + pgd_at(eps=0.01, steps=1)"
+    assert len(rows) == 9 and rows[-1]["strategy"] == "linear_probe + pgd_at(eps=0.01, steps=1)"
     assert json.loads((out_dir / "config.json").read_text())["defenses"] == [
         "none", "fgsm_at(eps=0.01)", "pgd_at(eps=0.01, steps=1)"]
 

@@ -53,7 +53,7 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
     finally:
         ray.shutdown()
     local, on_ray = read_rows(tmp_path / "local"), read_rows(tmp_path / "ray")
-    assert len(local) == 2 * 2 * 2 and {r["status"] for r in on_ray} == {"ok"}
+    assert len(local) == 2 * 2 * 3 and {r["status"] for r in on_ray} == {"ok"}  # clean, fgsm, escalation per model
     assert by_cell(local) == by_cell(on_ray)
     assert len(list((tmp_path / "ray" / "checkpoints").glob("*.safetensors"))) == 4  # written by the tasks
     config = json.loads((tmp_path / "ray" / "config.json").read_text())
@@ -89,12 +89,14 @@ def test_a_model_whose_task_died_gets_failed_rows_and_the_next_run_retries_it(ca
     assert code == 1 and "failed: full seed 0 none@0: RuntimeError: worker died" in err
     rows = read_rows(tmp_path / "run")
     assert [(r["strategy"], r["attack"], r["status"]) for r in rows] == [
-        ("full", "none", "failed"), ("full", "fgsm", "failed"), ("linear_probe", "none", "ok"), ("linear_probe", "fgsm", "ok")]
+        ("full", "none", "failed"), ("full", "fgsm", "failed"), ("full", "escalation", "failed"),
+        ("linear_probe", "none", "ok"), ("linear_probe", "fgsm", "ok"), ("linear_probe", "escalation", "ok")]
 
     monkeypatch.setattr(executors, "choose", lambda *args: executors.local)
     assert run_cli(capsys, *argv)[0] == 0
-    retried = read_rows(tmp_path / "run")[4:]
-    assert [(r["strategy"], r["attack"], r["status"]) for r in retried] == [("full", "none", "ok"), ("full", "fgsm", "ok")]
+    retried = read_rows(tmp_path / "run")[6:]
+    assert [(r["strategy"], r["attack"], r["status"]) for r in retried] == [
+        ("full", "none", "ok"), ("full", "fgsm", "ok"), ("full", "escalation", "ok")]
 
 
 def test_lost_model_rows_cover_only_the_cells_still_to_do():
@@ -103,5 +105,7 @@ def test_lost_model_rows_cover_only_the_cells_still_to_do():
     strategy, attack = runner.Planned("full", Full()), runner.Planned("fgsm", FGSM())
     done = {("full", 0, "none", 0.0), ("full", 0, "fgsm", 0.01)}
     rows = runner.lost_model_rows(config, strategy, [attack], 0, done, MemoryError("killed"))
-    assert [(r["attack"], r["eps"], r["status"], r["error"]) for r in rows] == [("fgsm", 0.02, "failed", "MemoryError: killed")]
+    assert [(r["attack"], r["eps"], r["status"], r["error"]) for r in rows] == [
+        ("fgsm", 0.02, "failed", "MemoryError: killed"), ("escalation", 0.01, "failed", "MemoryError: killed"),
+        ("escalation", 0.02, "failed", "MemoryError: killed")]
 

@@ -132,7 +132,7 @@ def test_failing_cells_are_recorded_and_the_other_cells_complete(installed, caps
     )
     assert code == 1
     rows = read_rows(out_dir)
-    assert len(rows) == 3 * (1 + 2 * 2)  # every cell has a row, failed or not
+    assert len(rows) == 3 * (1 + 2 * 2 + 2)  # every cell has a row, failed or not (the escalation at each eps too)
     by_cell = {(r["strategy"], r["attack"], r["eps"]): r for r in rows}
 
     good = [by_cell["linear_probe", attack, eps] for attack, eps in
@@ -152,7 +152,7 @@ def test_failing_cells_are_recorded_and_the_other_cells_complete(installed, caps
     # The run ends with a summary of the failed cells on stderr, even with --quiet.
     assert "failed: crashes seed 0 none@0: RuntimeError: plugin bug in train_mode" in err
     assert "failed: linear_probe seed 0 broken_attack@0.01: ValueError: plugin bug in perturb" in err
-    assert err.strip().endswith("robench: 12 cells failed (listed above and in the leaderboard)")
+    assert err.strip().endswith("robench: 16 cells failed (listed above and in the leaderboard)")
     assert "Traceback" not in err and f"leaderboard: {tmp_path / 'run.md'}" in out
     board = (tmp_path / "run.md").read_text()
     assert "## Failed cells" in board and "plugin bug in train_mode" in board
@@ -187,10 +187,12 @@ def test_a_failed_cell_is_retried_by_the_next_run_and_superseded(capsys, tmp_pat
     assert run_cli(capsys, *argv)[0] == 0
     rows = read_rows(tmp_path / "run")
     assert [(r["attack"], r["eps"], r["status"]) for r in rows] == [
-        ("none", 0.0, "ok"), ("fgsm", 0.01, "failed"), ("fgsm", 0.02, "failed"), ("fgsm", 0.01, "ok"), ("fgsm", 0.02, "ok"),
+        ("none", 0.0, "ok"), ("fgsm", 0.01, "failed"), ("fgsm", 0.02, "failed"),
+        ("escalation", 0.01, "failed"), ("escalation", 0.02, "failed"),  # nothing to escalate: every attack failed
+        ("fgsm", 0.01, "ok"), ("fgsm", 0.02, "ok"), ("escalation", 0.01, "ok"), ("escalation", 0.02, "ok"),
     ]
     frame = read_frame(tmp_path / "run")  # the last version of each cell
-    assert len(frame) == 3 and set(frame["status"]) == {"ok"}
+    assert len(frame) == 5 and set(frame["status"]) == {"ok"}
     assert "## Failed cells\n\nNone." in (tmp_path / "run.md").read_text()
 
 

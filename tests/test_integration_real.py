@@ -28,7 +28,7 @@ def test_real_ham10000_with_vit_tiny_weights(tmp_path, capsys):
     ])
     assert code == 0, capsys.readouterr().err
     rows = read_rows(tmp_path / "run")
-    assert len(rows) == 2 * 3 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 2 * (1 + 2 + 2) and all(r["status"] == "ok" for r in rows)  # clean, fgsm and escalation at 2 eps
     probe = next(r for r in rows if r["strategy"] == "linear_probe" and r["attack"] == "none")
     # pretrained ImageNet features separate HAM10000 classes well above chance (1/7)
     assert probe["clean_bacc"] > 0.3

@@ -273,3 +273,12 @@ def test_cell_written_twice_counts_once_with_its_last_value(run_dir):
     append_row(run_dir, rerun)
     cell = table(leaderboard.render(run_dir), MAIN)["full"]["fgsm@0.01"]
     assert cell == expected([0.5, robust("full", 1, "fgsm", 0.01)])
+
+
+@pytest.mark.parametrize(("eps", "shown"), [(0.25 / 255, "0.25/255"), (0.5 / 255, "0.5/255"), (0.75 / 255, "0.75/255"),
+                                            (1 / 255, "1/255"), (2 / 255, "2/255"), (16 / 255, "16/255"),
+                                            (0.01, "0.01"), (0.02, "0.02"), (0.002, "0.002"), (0.5, "0.5")])
+def test_eps_is_shown_in_quarters_of_a_pixel_level_or_as_typed(eps, shown):
+    from robench.metrics import eps_label
+
+    assert eps_label(eps) == shown

@@ -68,6 +68,21 @@ def test_minimal_eps_is_not_above_bisection_pgd_beyond_one_step(correct):
         assert (model(adversarial[found]).argmax(1) != y[found]).all()
 
 
+def test_a_stronger_pgd_one_step_below_eps_star_fools_few(correct):
+    """The issue-21 check, on the micro ViT: PGD-50 on the margin from 3 random starts (written in
+    tests/test_escalation.py, outside robench) at eps*/2^(1/12) fools at most 10% of the images."""
+    from tests.test_escalation import independent_pgd as strong_pgd
+
+    model, x, y = correct
+    torch.manual_seed(0)
+    _, star = Minimal().minimize(model, x, y)
+    found = torch.isfinite(star)
+    assert found.sum() >= 12
+    below = star[found] / 2 ** (1 / 12)
+    fooled = sum(bool(strong_pgd(model, x[found][i:i + 1], y[found][i:i + 1], float(e))) for i, e in enumerate(below))
+    assert fooled <= 0.1 * found.sum().item(), f"PGD-50x3 one step below eps* fooled {fooled} of {int(found.sum())}"
+
+
 def test_the_sweep_records_eps_star_and_each_eps_follows_from_it(correct):
     model, x, y = correct
     images = (x * 255).round().to(torch.uint8)
@@ -155,7 +170,7 @@ def test_every_row_kind_is_recomputed_from_its_records(tmp_path, capsys):
                  "--out", str(out), "--leaderboard-dir", str(tmp_path)]) == 0
     capsys.readouterr()
     rows, records = read_frame(out), read_records(out)
-    assert set(rows["attack"]) == {"none", "fgsm", "minimal"}
+    assert set(rows["attack"]) == {"none", "fgsm", "minimal", "escalation"}
     attacked = rows[rows["attack"] != "none"]
     assert (attacked["n_clean_correct"] > 0).all() and (attacked["robust_acc"] > 0).any()
     for row in rows.itertuples(index=False):

@@ -100,7 +100,7 @@ def test_a_run_on_an_open_clip_backbone_end_to_end(tmp_path, capsys):
                  "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path / "boards")])
     assert code == 0, capsys.readouterr().err
     rows = read_rows(tmp_path / "run")
-    assert {row["status"] for row in rows} == {"ok"} and len(rows) == 4
+    assert {row["status"] for row in rows} == {"ok"} and len(rows) == 6  # clean, fgsm, escalation per model
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["backbone"]["name"] == f"open_clip:{TINY}" and config["backbone"]["image_size"] == 32
     assert config["comparable"]["plugins"]["backbone open_clip"].startswith("robench ")

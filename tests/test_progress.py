@@ -179,10 +179,10 @@ def test_a_synthetic_run_talks_in_its_log(monkeypatch, capsys, tmp_path):
         assert re.search(rf"^{who}: training, epoch 2/2, ETA \d+ s$", err, flags=re.MULTILINE)
         assert re.search(rf"^{who}: attack fgsm, batch \d+/\d+, ETA \d+ s$", err, flags=re.MULTILINE)
         assert re.search(rf"^{who}: clean acc .* \(trained, \d+ s\)$", out, flags=re.MULTILINE)
-    assert re.search(r"^done in \d+ s: 2 models \(2 trained\), 4 cells ok, 0 failed; leaderboard: run/leaderboard.md$", out,
+    assert re.search(r"^done in \d+ s: 2 models \(2 trained\), 6 cells ok, 0 failed; leaderboard: run/leaderboard.md$", out,
                      flags=re.MULTILINE)
     assert out.count("leaderboard: ") == 1  # the summary names the page; the command does not repeat it
     found = events(tmp_path / "log.jsonl")
     assert found[0]["event"] == "run_start" and found[0]["threads"] == 1
-    assert found[-1]["event"] == "run_end" and found[-1]["cells_ok"] == 4
+    assert found[-1]["event"] == "run_end" and found[-1]["cells_ok"] == 6
     assert json.loads((tmp_path / "run" / "config.json").read_text())["execution"]["threads"] == 1

@@ -42,7 +42,7 @@ def test_attack_samples_attacks_the_same_subset_and_keeps_clean_metrics_on_the_w
     # eps 0 reproduces the subset's clean accuracy, which is the same subset for both seeds' models
     at_zero = attacked[attacked["eps"] == 0]
     assert (at_zero["robust_acc"] == at_zero["attack_clean_acc"]).all()
-    assert set(attacked["attack_family"]) == {"single-step", "iterative"} and not attacked["attack_black_box"].any()
+    assert set(attacked["attack_family"]) == {"single-step", "iterative", "escalation"} and not attacked["attack_black_box"].any()
     config = json.loads((out / "config.json").read_text())
     assert config["attack_samples"] == {"n": 30, "of": int(n_test), "seed": 0,
                                         "how": "class-stratified subset of the test set, the same for every strategy and seed"}

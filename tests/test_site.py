@@ -21,7 +21,7 @@ from tests.test_leaderboard import table
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 STRATEGIES = ("linear_probe", "linear_probe(lr=0.01)")
-COLUMNS = ("fgsm@0.01", "fgsm@0.02")
+COLUMNS = ("worst case@0.01", "worst case@0.02", "fgsm@0.01", "fgsm@0.02")  # the worst case: fgsm and its escalation
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,14 @@ def test_the_interval_holds_the_estimate_and_widens_with_the_seed_spread():
     assert spread[0] < one[0] and spread[1] > one[1]
 
 
+def test_the_interval_always_contains_the_exact_binomial_interval():
+    """Not only at 0% or 100%: at 20 of 100 the bootstrap's upper bound (about 28%) is below the
+    Clopper-Pearson one (29.2%), and the interval is widened to it."""
+    exact = binomtest(20, N).proportion_ci(0.95, method="exact")
+    low, high = uncertainty.interval({0: alive(20)})
+    assert high == pytest.approx(exact.high) and low <= exact.low
+
+
 def test_mcnemar_counts_only_the_discordant_images():
     a, b = alive(30), alive(20)  # a keeps 10 images b lost, b keeps none a lost
     assert uncertainty.mcnemar(a, b) == pytest.approx(2 * 0.5 ** 10)

@@ -121,6 +121,7 @@ def test_without_network_the_hub_fails_at_once_in_one_line(tmp_path, monkeypatch
         weights.hub_reachable.cache_clear()
 
 
+@pytest.mark.integration  # ../shared's weights
 def test_the_real_deit_weights_need_deits_name_and_get_imagenet_statistics():
     deit = shared_or_skip("weights", "deit_tiny_patch16_224.fb_in1k.safetensors")
     assert "pass --backbone deit_tiny_patch16_224" in _refusal(deit, "vit_tiny_patch16_224")
