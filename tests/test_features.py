@@ -116,7 +116,7 @@ def test_a_run_over_three_seeds_computes_the_features_once_and_a_random_backbone
     original = training.frozen_features
     monkeypatch.setattr(training, "frozen_features", lambda *args: passes.append(1) or original(*args))
     weights = _micro_weights(tmp_path / "micro.safetensors")
-    common = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01", "--seeds", "0,1,2",
+    common = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01", "--escalation", "off", "--seeds", "0,1,2",
               "--leaderboard-dir", str(tmp_path)]
     assert main([*common, "--weights", str(weights), "--out", str(tmp_path / "pretrained")]) == 0
     assert len(passes) == 2  # train and val, once for the three seeds
