@@ -70,7 +70,6 @@ def escalate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: 
     them fool the model (another class, or the target), and the number of rounds run."""
     adv = images.clone()
     fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
-    n_classes = None
     run = 0
     for run in range(1, rounds + 1):
         before = int(fooled.sum())
@@ -80,10 +79,7 @@ def escalate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: 
             if not len(left):
                 break
             wanted = None if targets is None else targets[left]
-            if n_classes is None:
-                with torch.no_grad():
-                    n_classes = model(images[:1]).shape[1]
-            x = attack(model, images[left], labels[left], eps, steps, wanted, n_classes, run)
+            x = attack(model, images[left], labels[left], eps, steps, wanted, run)
             check_perturbation(f"{ESCALATION} ({attack.__name__})", NORM, x, images[left], eps)
             with torch.no_grad():
                 hit = fools(model(x), labels[left], wanted)
@@ -97,7 +93,7 @@ def _round_attacks(targeted: bool):
     return (_pgd_margin, _pgd_ce) if targeted else (_pgd_margin, _pgd_ce, _apgd)
 
 
-def _pgd_margin(model, images, labels, eps, steps, targets, n_classes, run):
+def _pgd_margin(model, images, labels, eps, steps, targets, run):
     adv, fooled = images.clone(), torch.zeros(len(images), dtype=torch.bool, device=images.device)
     for _ in range(RESTARTS):
         left = (~fooled).nonzero().flatten()
@@ -109,13 +105,16 @@ def _pgd_margin(model, images, labels, eps, steps, targets, n_classes, run):
     return adv
 
 
-def _pgd_ce(model, images, labels, eps, steps, targets, n_classes, run):
+def _pgd_ce(model, images, labels, eps, steps, targets, run):
     return pgd_first_fooled(model, images, labels, eps, 2.5 * eps / steps, steps, "ce", targets=targets)[0]
 
 
-def _apgd(model, images, labels, eps, steps, targets, n_classes, run):
+def _apgd(model, images, labels, eps, steps, targets, run):
     """Croce and Hein's APGD (torchattacks), on DLR where the model has at least 3 classes."""
     import torchattacks  # only where a survivor is escalated: pages read this module's names without it
+
+    with torch.no_grad():
+        n_classes = model(images[:1]).shape[1]
     attack = torchattacks.APGD(model, norm=NORM, eps=eps, steps=steps, n_restarts=1, seed=run,
                                loss="dlr" if n_classes >= 3 else "ce")
     return attack(images, labels).detach()
