@@ -27,6 +27,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 PRESET_SUFFIX = ".toml"
 # Flags whose text is a comma-separated list, and the TOML types their list items may have.
 LIST_KEYS = {"strategies": (str,), "defenses": (str,), "attacks": (str,), "eps": (float, int, str), "seeds": (int,)}
+NUMBER_OR_WORD = {"escalation"}  # a flag whose text is a whole number or a word (``3`` or ``off``): TOML's 3 is its text
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", Path: "a path (a string)"}
 
 
@@ -98,6 +99,8 @@ def _parse(text: str, source: str) -> dict:
 def _convert(value, dest: str, action: argparse.Action, where: str):
     if dest in LIST_KEYS:
         return _list_text(value, LIST_KEYS[dest], where)
+    if dest in NUMBER_OR_WORD and _is(value, int):
+        return str(value)
     if action.nargs == 0:  # an on/off flag such as --quiet
         kind = bool
     else:

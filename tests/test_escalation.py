@@ -133,3 +133,19 @@ def test_a_bad_cap_is_one_line(tmp_path, capsys, value, words):
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value, expected", [("2", 2), ('"off"', None), ("0", "--escalation '0' is not a number of rounds")])
+def test_a_config_file_takes_the_cap_as_a_number_or_off(tmp_path, value, expected):
+    from robench.cli_parser import build_parser
+    from robench.cli_run import config_from_args
+    from robench.errors import RobenchError
+
+    path = tmp_path / "run.toml"
+    path.write_text(f'dataset = "synthetic"\nescalation = {value}\n')
+    argv = ["run", "--config", str(path)]
+    if isinstance(expected, str):
+        with pytest.raises(RobenchError, match=expected):
+            config_from_args(build_parser().parse_args(argv), argv)
+    else:
+        assert config_from_args(build_parser().parse_args(argv), argv).escalation == expected
