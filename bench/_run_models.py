@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from robench import results, runner
-from robench.cli_parser import build_parser
-from robench.cli_run import config_from_args
-from robench.prepare import test_arrays
+from robench.cli.parser import build_parser
+from robench.cli.run_command import config_from_args
+from robench.core import results
+from robench.pipeline import runner
+from robench.pipeline.prepare import test_arrays
 
 
 class RunModels:

@@ -40,8 +40,8 @@ def setup_threads() -> None:
 def attack_setup(n: int, size: int, batch: int):
     """A frozen, eval-mode ViT-Ti/16 (random init: weights do not change the cost), n random uint8
     images, and the model's own predictions as labels, so that every image is attacked."""
-    from robench.evaluate import predict
-    from robench.models import BackboneSpec, Normalized, create_backbone
+    from robench.pipeline.evaluate import predict
+    from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
 
     torch.manual_seed(0)
     vit, mean, std = create_backbone(BackboneSpec("vit_tiny_patch16_224", size, pretrained=False), 7)

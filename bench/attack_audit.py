@@ -29,11 +29,12 @@ import torchattacks
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robench import results, runner  # noqa: E402
 from robench.attack import CLEAN  # noqa: E402
-from robench.models import BackboneSpec  # noqa: E402
-from robench.options import parse_specs  # noqa: E402
-from robench.train import to_pixels  # noqa: E402
+from robench.core import results  # noqa: E402
+from robench.pipeline import runner
+from robench.pipeline.models import BackboneSpec  # noqa: E402
+from robench.pipeline.options import parse_specs  # noqa: E402
+from robench.pipeline.train import to_pixels  # noqa: E402
 from tests.test_exact_attacks import independent_fgsm, independent_pgd, replay_sweep  # noqa: E402
 
 SHARED = REPO.parent / "shared"

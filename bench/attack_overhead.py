@@ -13,8 +13,8 @@ import torch
 import torchattacks
 from _timing import attack_setup, interleaved, report
 
-from robench.evaluate import attack_sweep
-from robench.train import to_pixels
+from robench.pipeline.evaluate import attack_sweep
+from robench.pipeline.train import to_pixels
 from robench_plugins.attacks.pgd import PGD
 
 N, SIZE, BATCH, EPS, STEPS = 64, 112, 32, 0.01, 10

@@ -6,7 +6,7 @@
    bench/attack_audit.py (1,000 images, SIZE px, EPOCHS epochs), seeds 0-2, in each precision,
    through ``robench run``; prints clean and balanced accuracy per seed, the wall time of
    training in each precision, and the paired comparison the leaderboard uses
-   (robench.uncertainty.compare: bf16 - fp32 accuracy on the same test images, its 95%
+   (robench.report.uncertainty.compare: bf16 - fp32 accuracy on the same test images, its 95%
    two-level bootstrap interval, McNemar per seed combined over seeds). A difference is only
    called one when its interval excludes 0.
 
@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _timing import interleaved, report  # noqa: E402
 
-from robench import compute  # noqa: E402
 from robench.cli import main as robench  # noqa: E402
-from robench.models import BackboneSpec, Normalized, create_backbone  # noqa: E402
-from robench.results import read_rows  # noqa: E402
-from robench.uncertainty import compare  # noqa: E402
+from robench.core.results import read_rows  # noqa: E402
+from robench.pipeline import compute  # noqa: E402
+from robench.pipeline.models import BackboneSpec, Normalized, create_backbone  # noqa: E402
+from robench.report.uncertainty import compare  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -1,9 +1,9 @@
-"""What escalation (robench/escalation.py) costs, as a share of a run's attack sweep (issue 21).
+"""What escalation (robench/pipeline/escalation.py) costs, as a share of a run's attack sweep (issue 21).
 
     python bench/escalation_cost.py RUN_FOLDER
 
 Reads the run's rows: per model, the seconds its configured attacks took (each attack's sweep
-over every eps is timed once, robench.evaluate.attack_sweep) and the seconds its escalation took
+over every eps is timed once, robench.pipeline.evaluate.attack_sweep) and the seconds its escalation took
 at each eps, measured in the same process one after the other, and prints escalation's time as a
 share of the sweep's, with how many survivors it was given and fooled. The run's own command is
 the setting; the figures are whole-run timings, so compare them on one host, not across hosts.
@@ -17,8 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robench import results  # noqa: E402
 from robench.attack import CLEAN, ESCALATION  # noqa: E402
+from robench.core import results  # noqa: E402
 
 
 def shares(frame):

@@ -13,7 +13,7 @@ import torch
 from _timing import attack_setup, interleaved, report
 
 from robench.attack import gradient
-from robench.evaluate import attack_sweep
+from robench.pipeline.evaluate import attack_sweep
 from robench_plugins.attacks.fgsm import FGSM
 
 N, SIZE, BATCH = 64, 112, 32

@@ -2,7 +2,7 @@
 
 1. The GPU-only tests (tests/test_compute.py's CUDA cases).
 2. ViT-B/16 (random init: no weights are reachable there) trained by robench's own loop,
-   ``robench.train.train``, for STEPS steps of batch 128 at 224 px, in bf16 autocast and in fp32:
+   ``robench.pipeline.train.train``, for STEPS steps of batch 128 at 224 px, in bf16 autocast and in fp32:
    images/s and MFU. MFU counts 3x the forward FLOPs (torch's FlopCounterMode) per image against
    the H200's dense peak: 989 TFLOP/s bf16, 67 TFLOP/s fp32 (FP32 without tensor cores: robench
    leaves TF32 off, so fp32 is true fp32).
@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from robench.cli import main as robench  # noqa: E402
-from robench.evaluate import attack_sweep  # noqa: E402
-from robench.models import BackboneSpec, Normalized, create_backbone  # noqa: E402
+from robench.pipeline.evaluate import attack_sweep  # noqa: E402
+from robench.pipeline.models import BackboneSpec, Normalized, create_backbone  # noqa: E402
+from robench.pipeline.train import train  # noqa: E402
 from robench.strategy import Recipe  # noqa: E402
-from robench.train import train  # noqa: E402
 from robench_plugins.attacks.autoattack import AutoAttack  # noqa: E402
 from robench_plugins.attacks.pgd import PGD  # noqa: E402
 from robench_plugins.strategies.full import Full  # noqa: E402

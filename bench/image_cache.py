@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from _timing import report, timed
 
-from robench.models import BackboneSpec, Normalized, create_backbone
-from robench.train import to_pixels
+from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
+from robench.pipeline.train import to_pixels
 
 N, SIZE, BATCH = 2000, 224, 32
 DATA = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000")

@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _run_models import RunModels  # noqa: E402
 
-from robench import results  # noqa: E402
-from robench.metrics import eps_label  # noqa: E402
-from robench.worst_case import WORST, with_worst_case  # noqa: E402
+from robench.core import results  # noqa: E402
+from robench.core.metrics import eps_label  # noqa: E402
+from robench.report.worst_case import WORST, with_worst_case  # noqa: E402
 
 STEP = 2 ** (1 / 12)
 STEPS, RESTARTS = 50, 3

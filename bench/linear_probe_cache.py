@@ -3,7 +3,7 @@
 ViT-Ti/16 at 112x112 (random init), 10 epochs, 512 training and 64 validation images, 3 seeds
 as a run trains them. Through the frozen backbone every epoch of every seed costs a forward pass
 of every image: 30 passes. With the cache the first seed pays one pass and writes the features
-to disk (robench.features); the other seeds read them and train only the head. Prints the
+to disk (robench.pipeline.features); the other seeds read them and train only the head. Prints the
 speed-up for the 3-seed grid (target >= 20x), and the first and a later seed alone.
 
     python bench/linear_probe_cache.py
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from _timing import report, timed
 
-from robench import features
-from robench.models import BackboneSpec, Normalized, create_backbone
-from robench.train import train
+from robench.pipeline import features
+from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
+from robench.pipeline.train import train
 from robench_plugins.strategies.linear_probe import LinearProbe
 
 N_TRAIN, N_VAL, SIZE, EPOCHS, SEEDS, REPEATS = 512, 64, 112, 10, 3, 2

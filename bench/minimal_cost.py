@@ -29,7 +29,7 @@ from _run_models import RunModels  # noqa: E402
 from _timing import interleaved, report  # noqa: E402
 
 from robench.attack import exact_arithmetic, frozen  # noqa: E402
-from robench.metrics import eps_label  # noqa: E402
+from robench.core.metrics import eps_label  # noqa: E402
 from robench_plugins.attacks.minimal import Minimal  # noqa: E402
 from robench_plugins.attacks.pgd import PGD  # noqa: E402
 

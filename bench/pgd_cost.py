@@ -9,7 +9,7 @@ forward+backward pass for each step before that, and one forward pass to check t
 (never-fooled images: all ten steps and the check). The oracle's passes are run (batched as
 well as they can be: each step on all the images that still need it) and timed alternately
 with the attack, so a host whose speed drifts slows both alike. Each PGD is timed with the check robench's sweep makes after
-it (robench.answers: an example the model already answered during the attack, bit for bit, is
+it (robench.pipeline.answers: an example the model already answered during the attack, bit for bit, is
 not computed again), interleaved, one thread.
 
     python bench/pgd_cost.py [DATA_DIR] [WEIGHTS] [OUT]
@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import attack_audit  # noqa: E402
 from _timing import interleaved, report  # noqa: E402
 
-from robench import runner  # noqa: E402
-from robench.answers import Answers  # noqa: E402
 from robench.attack import exact_arithmetic, frozen, gradient  # noqa: E402
-from robench.options import parse_specs  # noqa: E402
-from robench.train import to_pixels  # noqa: E402
+from robench.pipeline import runner  # noqa: E402
+from robench.pipeline.answers import Answers  # noqa: E402
+from robench.pipeline.options import parse_specs  # noqa: E402
+from robench.pipeline.train import to_pixels  # noqa: E402
 from robench_plugins.attacks.pgd import PGD  # noqa: E402
 
 TARGET = 1.3

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from robench.cli import main as robench  # noqa: E402
-from robench.results import read_rows  # noqa: E402
+from robench.core.results import read_rows  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else SHARED / "data" / "ham10000"

@@ -2,7 +2,7 @@
 
 Training VPT-shallow on the real HAM10000 images with the ImageNet ViT-Ti/16 weights produces
 subnormal floats, and x86 CPUs compute on them many times slower; robench flushes them to zero
-while a run lasts (robench.runner.numerics). This trains the same model (3 epochs, 1,421
+while a run lasts (robench.pipeline.runner.numerics). This trains the same model (3 epochs, 1,421
 training images of the 2,000-image subset at 112x112, seed 1) through the CLI twice, once with
 the flush disabled, and prints the ratio of the training times and both clean accuracies.
 On random images the slowdown does not show: it needs the real data.

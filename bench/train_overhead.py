@@ -16,8 +16,8 @@ from _timing import interleaved, report
 from timm.optim import create_optimizer_v2
 from torch import nn
 
-from robench.models import BackboneSpec, Normalized, create_backbone
-from robench.train import lr_lambda, to_pixels, train
+from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
+from robench.pipeline.train import lr_lambda, to_pixels, train
 from robench_plugins.strategies.full import Full
 
 N_TRAIN, N_VAL, SIZE = 256, 32, 112

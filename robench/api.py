@@ -1,7 +1,7 @@
 """robench from Python: run a benchmark, read a run back, list the plugins; no command line needed.
 
 ``run`` takes the options of ``robench run`` as keyword arguments and goes through the same parser
-and checks as the command (robench.keywords, robench.cli_run), so that the two never drift apart.
+and checks as the command (robench.cli.keywords, robench.cli.run_command), so that the two never drift apart.
 Both ``run`` and ``load_run`` hand back a :class:`Results`, read from the run folder: what a run
 wrote is what a notebook sees, however the run was made. docs/python-api.md shows them at work.
 """
@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from robench import cli_run, keywords, results, runner
+from robench.cli import keywords
+from robench.cli import run_command as cli_run
+from robench.core import results
 from robench.errors import RobenchError
-from robench.leaderboard import LEADERBOARD_FILE
-from robench.registry import KINDS, load_registry
+from robench.pipeline import runner
+from robench.pipeline.registry import KINDS, load_registry
+from robench.report.leaderboard import LEADERBOARD_FILE
 
 
 @dataclass(frozen=True, eq=False)

@@ -47,7 +47,7 @@ CLEAN = "none"
 FAMILIES = ("single-step", "iterative", "ensemble")
 TARGETED = "targeted"  # aimed at chosen classes: may keep images an untargeted attack fooled
 MINIMAL = "minimal"  # a MinimalAttack's: searches each image's smallest eps, compared by its own flag
-ESCALATION = "escalation"  # the family of robench's own escalation rows (robench.escalation), never a plugin's
+ESCALATION = "escalation"  # the family of robench's own escalation rows (robench.pipeline.escalation), never a plugin's
 LEGACY_NORM = "Linf"  # the norm of rows written before robench recorded one: the only one it had
 
 

@@ -13,7 +13,7 @@ means ``timm:vit_base_patch16_224``) and registers the class through ``register_
   VPT and LoRA train it with their own parameters.
 - ``model.forward_head(model.forward_features(x), pre_logits=True)`` is the head's input, and
   ``get_classifier()`` of it the logits: the linear probe trains on these features, computed
-  once (robench.train).
+  once (robench.pipeline.train).
 - Strategies may ask for more and refuse a model in one line without it: VPT needs timm's
   ``VisionTransformer`` or ``Eva``, LoRA Linear attention layers (docs/backbones.md has the tested matrix).
 """

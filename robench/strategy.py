@@ -89,7 +89,7 @@ class Strategy:
 
 
 # What every built-in strategy asks of a backbone: one classification head, ``get_classifier()``.
-# robench trains, caches features for and checkpoints that one module (robench.train). A distilled
+# robench trains, caches features for and checkpoints that one module (robench.pipeline.train). A distilled
 # DeiT (``deit_*_distilled_*``) has two, whose logits it averages, and ``get_classifier()`` returns
 # both as a tuple; strategies refuse it with these helpers before any training, in one line.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robench.models import BackboneSpec, Normalized, create_backbone
+from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
 from robench_plugins.backbones.timm import MICRO
 from tests.battery import copied, finished_run, place  # noqa: F401  (the hostile battery's fixtures, see there)
 
@@ -89,10 +89,10 @@ def trained():
     attacks that work from attacks that only look like they do.
     """
     from robench import data
-    from robench.models import BackboneSpec, Normalized, create_backbone
-    from robench.prepare import resolve_dataset
+    from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
+    from robench.pipeline.prepare import resolve_dataset
+    from robench.pipeline.train import to_pixels, train
     from robench.strategy import Recipe
-    from robench.train import to_pixels, train
     from robench_plugins.backbones.timm import MICRO
     from robench_plugins.strategies.full import Full
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robench.answers import Answers
 from robench.attack import exact_arithmetic, frozen, pgd_first_fooled
+from robench.pipeline.answers import Answers
 from tests.test_early_exit import RowCounter
 
 

@@ -8,8 +8,8 @@ import re
 import pytest
 
 import robench
-from robench import keywords
-from robench.cli_run import config_from_args
+from robench.cli import keywords
+from robench.cli.run_command import config_from_args
 from robench.errors import RobenchError
 from robench_plugins.attacks.pgd import PGD
 from robench_plugins.strategies.lora import LoRA

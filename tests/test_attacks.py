@@ -11,7 +11,7 @@ import torchattacks
 from torch import nn
 
 from robench.attack import Attack
-from robench.evaluate import attack_sweep, predict
+from robench.pipeline.evaluate import attack_sweep, predict
 from robench_plugins.attacks.autoattack import AutoAttack
 from robench_plugins.attacks.fgsm import FGSM
 from robench_plugins.attacks.pgd import PGD
@@ -188,7 +188,7 @@ class _BackwardFGSM(Attack):
 
 def test_an_attack_sweep_never_accumulates_gradients_into_the_model(micro_vit):
     vit, mean, std = micro_vit
-    from robench.models import Normalized
+    from robench.pipeline.models import Normalized
 
     model = Normalized(vit, mean, std).eval()  # parameters require grad, as after training
     assert all(p.requires_grad for p in model.parameters())

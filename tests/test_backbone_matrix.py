@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from robench.backbone import Normalized
 from robench.errors import PluginError
-from robench.train import frozen_features, head_only, to_pixels
+from robench.pipeline.train import frozen_features, head_only, to_pixels
 from robench_plugins.strategies.full import Full
 from robench_plugins.strategies.linear_probe import LinearProbe
 from robench_plugins.strategies.lora import LoRA
@@ -159,7 +159,7 @@ def test_lora_targets_option_serves_a_cnn_without_attention():
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "DeiT distilled"])
 def test_linear_probe_cached_features_give_the_models_logits(family):
-    """robench.train trains the probe on ``forward_head(forward_features(x), pre_logits=True)``."""
+    """robench.pipeline.train trains the probe on ``forward_head(forward_features(x), pre_logits=True)``."""
     adapted = LinearProbe().adapt(build(family))
     model = Normalized(adapted, (0.5,) * 3, (0.5,) * 3).eval()
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

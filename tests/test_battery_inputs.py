@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robench.results import CONFIG_FILE, RESULTS_FILE
+from robench.core.results import CONFIG_FILE, RESULTS_FILE
 from tests.battery import FAST, Place, hostile, refused
 
 # --- flags, names and config files: refused before anything is decoded ---------------------------

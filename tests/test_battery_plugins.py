@@ -19,8 +19,8 @@ import pytest
 from matplotlib.figure import Figure
 
 import robench
-from robench import registry as registry_module
-from robench.results import RESULTS_FILE, cell_of, read_rows
+from robench.core.results import RESULTS_FILE, cell_of, read_rows
+from robench.pipeline import registry as registry_module
 from robench_plugins.strategies.full import Full
 from tests.battery import BASE, FAST, hostile, refused
 from tests.test_failures import _EntryPoint

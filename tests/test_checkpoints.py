@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from robench import checkpoints
-from robench.models import BackboneSpec, create_backbone
+from robench.pipeline import checkpoints
+from robench.pipeline.models import BackboneSpec, create_backbone
 from robench_plugins.backbones.timm import MICRO
 from robench_plugins.strategies.full import Full
 from robench_plugins.strategies.linear_probe import LinearProbe

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from robench.cli import main
-from robench.results import read_rows
+from robench.core.results import read_rows
 
 FAST = ["--dataset", "synthetic", "--epochs", "2", "--quiet"]
 
@@ -120,7 +120,7 @@ def _micro_weights(path, **replace):
     import torch
     from safetensors.torch import save_file
 
-    from robench.models import BackboneSpec, create_backbone
+    from robench.pipeline.models import BackboneSpec, create_backbone
     from robench_plugins.backbones.timm import MICRO
 
     vit, _, _ = create_backbone(BackboneSpec(MICRO, 32, pretrained=False), num_classes=7)

@@ -13,12 +13,12 @@ import json
 import pytest
 import torch
 
-from robench import compute
 from robench.cli import main
-from robench.models import Normalized
-from robench.results import read_rows
+from robench.core.results import read_rows
+from robench.pipeline import compute
+from robench.pipeline.models import Normalized
+from robench.pipeline.train import train
 from robench.strategy import Recipe
-from robench.train import train
 from robench_plugins.strategies.full import Full
 from robench_plugins.strategies.lora import LoRA
 from robench_plugins.strategies.vpt import VPTDeep
@@ -223,7 +223,7 @@ class _nothing:
 
 def test_a_run_flushes_subnormal_floats_and_restores_the_setting_after():
     """Subnormals slowed VPT-shallow's CPU training 3.2x (bench/subnormal_flush.py); a run flushes them to zero, and only while it lasts."""
-    from robench.runner import numerics
+    from robench.pipeline.runner import numerics
 
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU cannot flush subnormal floats")

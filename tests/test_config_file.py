@@ -11,10 +11,9 @@ import sys
 
 import pytest
 
-from robench import config_file
-from robench.cli import _run_parser, main, parse_eps, parse_seeds
-from robench.options import parse_specs
-from robench.results import read_rows
+from robench.cli import _run_parser, config_file, main, parse_eps, parse_seeds
+from robench.core.results import read_rows
+from robench.pipeline.options import parse_specs
 from tests.conftest import REPO
 
 PRESETS = ("ham10000-cpu-smoke", "study-2024")
@@ -182,5 +181,5 @@ def test_presets_ship_with_the_package(tmp_path):
         shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",
                     "--build-lib", str(tmp_path / "lib")], cwd=source, check=True, capture_output=True, text=True)
-    shipped = sorted(path.name for path in (tmp_path / "lib" / "robench" / "presets").glob("*.toml"))
+    shipped = sorted(path.name for path in (tmp_path / "lib" / "robench" / "cli" / "presets").glob("*.toml"))
     assert shipped == [f"{name}.toml" for name in PRESETS]

@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 import robench.data.images
 from robench.data import ImageSet, split
 from robench.errors import DataError, PluginError
-from robench.prepare import resolve_dataset
+from robench.pipeline.prepare import resolve_dataset
 from robench_plugins.datasets.ham10000 import CLASSES as HAM10000_CLASSES
 from robench_plugins.datasets.ham10000.isic2018 import load_isic2018_test
 from robench_plugins.datasets.ham10000.release import (

@@ -13,13 +13,13 @@ from torch import nn
 
 from robench import data
 from robench.cli import main
+from robench.core.results import read_rows
 from robench.defense import Defense, combined_label, defended_loss
-from robench.evaluate import attack_sweep, predict
-from robench.models import BackboneSpec, Normalized, create_backbone
-from robench.prepare import resolve_dataset
-from robench.results import read_rows
+from robench.pipeline.evaluate import attack_sweep, predict
+from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
+from robench.pipeline.prepare import resolve_dataset
+from robench.pipeline.train import train
 from robench.strategy import Recipe
-from robench.train import train
 from robench_plugins.attacks.pgd import PGD
 from robench_plugins.backbones.timm import MICRO
 from robench_plugins.defenses.fgsm_at import FGSMAT
@@ -314,8 +314,7 @@ def test_a_run_with_defenses_has_a_model_per_strategy_and_defense_and_resumes_ea
 
 
 def test_a_config_file_lists_defenses_like_strategies():
-    from robench import config_file
-    from robench.cli import _run_parser
+    from robench.cli import _run_parser, config_file
 
     actions = {a.dest: a for a in _run_parser()._actions}
     values = config_file.flag_values({"defenses": ["none", "pgd_at:eps=0.01"]}, actions, "run.toml")

@@ -1,4 +1,4 @@
-"""Escalation (robench.escalation): the survivors of the configured attacks, attacked again harder.
+"""Escalation (robench.pipeline.escalation): the survivors of the configured attacks, attacked again harder.
 
 Checked on the trained micro ViT against a PGD-10 whose step is too small to cross its ball (a
 misconfigured attack leaves survivors it should not), with an attack written here, outside
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robench.cli import main
-from robench.escalation import escalate, escalation_metrics, label, labels_for
+from robench.pipeline.escalation import escalate, escalation_metrics, label, labels_for
 from robench_plugins.attacks.pgd import PGD
 
 EPS = 8 / 255  # a strong attack fools nearly every image of the micro ViT; a tenth of the ball, few
@@ -137,8 +137,8 @@ def test_a_bad_cap_is_one_line(tmp_path, capsys, value, words):
 
 @pytest.mark.parametrize("value, expected", [("2", 2), ('"off"', None), ("0", "--escalation '0' is not a number of rounds")])
 def test_a_config_file_takes_the_cap_as_a_number_or_off(tmp_path, value, expected):
-    from robench.cli_parser import build_parser
-    from robench.cli_run import config_from_args
+    from robench.cli.parser import build_parser
+    from robench.cli.run_command import config_from_args
     from robench.errors import RobenchError
 
     path = tmp_path / "run.toml"

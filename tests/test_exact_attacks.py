@@ -19,11 +19,11 @@ import torchattacks
 from torch import nn
 
 from robench.attack import attack_loss, flushing_subnormals, gradient
+from robench.core.results import read_records
 from robench.defense import defended_loss
-from robench.evaluate import attack_sweep
-from robench.results import read_records
-from robench.runner import numerics
-from robench.train import to_pixels
+from robench.pipeline.evaluate import attack_sweep
+from robench.pipeline.runner import numerics
+from robench.pipeline.train import to_pixels
 from robench_plugins.attacks.fgsm import FGSM
 from robench_plugins.attacks.pgd import PGD
 from robench_plugins.defenses.pgd_at import PGDAT
@@ -223,10 +223,10 @@ def independent_fgsm(model, x, y, eps):
 def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(capsys, tmp_path):
     """A real run (CLI, subnormal flush on as in every run) of a trained micro ViT with VPT-shallow,
     replayed outside robench's attack code with the run's seeding: same predictions per image."""
-    from robench import checkpoints, runner
-    from robench.fingerprint import model_key
-    from robench.models import BackboneSpec, Normalized, create_backbone
-    from robench.train import to_pixels
+    from robench.pipeline import checkpoints, runner
+    from robench.pipeline.fingerprint import model_key
+    from robench.pipeline.models import BackboneSpec, Normalized, create_backbone
+    from robench.pipeline.train import to_pixels
 
     out, eps = tmp_path / "run", [0.005, 0.01]
     argv = ["run", "--dataset", "synthetic", "--epochs", "4", "--quiet", "--strategies", "vpt_shallow",

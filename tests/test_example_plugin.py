@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from robench.results import read_rows
+from robench.core.results import read_rows
 from tests.conftest import REPO
 
 EXAMPLES = [REPO / "docs" / "examples" / name for name in ("robench-bitfit", "robench-random-sign", "robench-goodfellow-at")]

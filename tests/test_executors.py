@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from robench import executors, model_job, runner
 from robench.cli import main
-from robench.results import read_rows
+from robench.core.results import read_rows
+from robench.pipeline import executors, model_job, runner
 from robench_plugins.attacks.fgsm import FGSM
 from robench_plugins.strategies.full import Full
 

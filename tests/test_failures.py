@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import robench
-from robench import registry as registry_module
 from robench.attack import Attack
 from robench.cli import main
-from robench.results import read_frame, read_rows
+from robench.core.results import read_frame, read_rows
+from robench.pipeline import registry as registry_module
 from robench.strategy import Recipe, Strategy
 from robench_plugins.strategies.full import Full
 
@@ -169,9 +169,9 @@ def test_out_of_memory_says_which_batch_size_to_lower(installed, capsys, tmp_pat
 
 
 def test_a_failed_cell_is_retried_by_the_next_run_and_superseded(capsys, tmp_path, monkeypatch):
-    import robench.model_job
+    import robench.pipeline.model_job
 
-    real_sweep = robench.model_job.attack_sweep
+    real_sweep = robench.pipeline.model_job.attack_sweep
     calls = []
 
     def flaky_sweep(model, attack, *args, **kwargs):  # fails the first time only, like a transient OOM
@@ -180,7 +180,7 @@ def test_a_failed_cell_is_retried_by_the_next_run_and_superseded(capsys, tmp_pat
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real_sweep(model, attack, *args, **kwargs)
 
-    monkeypatch.setattr(robench.model_job, "attack_sweep", flaky_sweep)
+    monkeypatch.setattr(robench.pipeline.model_job, "attack_sweep", flaky_sweep)
     argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--out", str(tmp_path / "run"),
             "--leaderboard-dir", str(tmp_path)]
     assert run_cli(capsys, *argv)[0] == 1
@@ -211,7 +211,7 @@ def test_an_unknown_name_mentions_the_plugin_that_failed_to_load(installed, caps
 
 
 def test_a_model_with_no_correct_test_image_gets_rows_not_a_failure(micro_model):
-    from robench.evaluate import attack_sweep, predict
+    from robench.pipeline.evaluate import attack_sweep, predict
     from robench_plugins.attacks.fgsm import FGSM
 
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)

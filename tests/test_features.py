@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from robench import features
-from robench.models import Normalized
-from robench.train import train
+from robench.pipeline import features
+from robench.pipeline.models import Normalized
+from robench.pipeline.train import train
 from robench_plugins.strategies.linear_probe import LinearProbe
 
 CHECKPOINT_KEY = {"format": "1", "strategy": "linear_probe", "plugin": "p.LinearProbe", "recipe": {"batch_size": 8, "lr": 0.1},
@@ -63,7 +63,7 @@ def test_features_are_written_once_and_read_back_equal(tmp_path):
 
 @pytest.mark.parametrize("spoil", ["other key", "corrupt", "missing part", "metadata not JSON", "edited values"])
 def test_features_that_do_not_fit_are_computed_again(tmp_path, spoil):
-    from robench.checkpoints import write_tensors
+    from robench.pipeline.checkpoints import write_tensors
 
     path, calls = tmp_path / "f.safetensors", []
     if spoil == "other key":
@@ -108,8 +108,8 @@ def test_the_frozen_digest_follows_the_frozen_weights_and_ignores_what_trains(mi
 
 
 def test_a_run_over_three_seeds_computes_the_features_once_and_a_random_backbone_once_per_seed(tmp_path, monkeypatch):
-    from robench import train as training
     from robench.cli import main
+    from robench.pipeline import train as training
     from tests.test_cli import FAST, _micro_weights
 
     passes = []

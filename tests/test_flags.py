@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from robench import flags, leaderboard
-from robench.results import ROW_FIELDS, append_row, write_config
+from robench.core.results import ROW_FIELDS, append_row, write_config
+from robench.report import flags, leaderboard
 
 N = 200  # attacked images: one image is 0.5 points, the same as flags.TOLERANCE
 MAJORITY = 0.67

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from robench.cli import main
+from robench.core.results import read_rows
 from robench.data import images
-from robench.results import read_rows
 
 SIZE = 8
 DECODE = images.decode_image  # before a test counts its calls
@@ -117,7 +117,7 @@ def test_a_run_goes_on_when_the_cache_cannot_be_written(tmp_path, capsys, monkey
     from tests.test_user_datasets import class_folders
 
     class_folders(tmp_path / "data", ("a", "b"), per_class=8)
-    monkeypatch.setattr("robench.plots.write_plots", lambda *args, **kwargs: [])  # matplotlib is 80% of this run's time
+    monkeypatch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])  # matplotlib is 80% of this run's time
     monkeypatch.setattr(np, "save", lambda f, array: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
     code = main(["run", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--backbone", "robench_vit_micro",
                  "--image-size", "16", "--epochs", "1", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "2/255",

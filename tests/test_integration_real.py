@@ -11,7 +11,7 @@ import json
 import pytest
 
 from robench.cli import main
-from robench.results import read_rows
+from robench.core.results import read_rows
 from tests.conftest import shared_or_skip
 
 pytestmark = pytest.mark.integration

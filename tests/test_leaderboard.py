@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from robench import leaderboard, publish
+from robench.core.results import append_row, read_frame, write_config
 from robench.errors import RobenchError
-from robench.results import append_row, read_frame, write_config
+from robench.report import leaderboard, publish
 
 N_TEST = 90
 STRATEGIES = ("vpt_deep(prompts=5)", "full")  # not alphabetical: the config's order must win
@@ -279,6 +279,6 @@ def test_cell_written_twice_counts_once_with_its_last_value(run_dir):
                                             (1 / 255, "1/255"), (2 / 255, "2/255"), (16 / 255, "16/255"),
                                             (0.01, "0.01"), (0.02, "0.02"), (0.002, "0.002"), (0.5, "0.5")])
 def test_eps_is_shown_in_quarters_of_a_pixel_level_or_as_typed(eps, shown):
-    from robench.metrics import eps_label
+    from robench.core.metrics import eps_label
 
     assert eps_label(eps) == shown

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from filelock import FileLock, Timeout
 
-from robench import export, leaderboard, publish
 from robench.cli import main
+from robench.core.results import read_rows
 from robench.errors import RobenchError
-from robench.results import read_rows
+from robench.report import export, leaderboard, publish
 from tests.test_cli import FAST, run_cli
 from tests.test_leaderboard import make_run
 
@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
     both = workdir / "both"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)  # where pages used to land, in ./leaderboards
-        patch.setattr("robench.plots.write_plots", lambda *args, **kwargs: [])  # seconds; tested in test_plots.py
+        patch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])  # seconds; tested in test_plots.py
         assert main(["run", *GRID, "--seeds", "0,1", "--out", str(both)]) == 0
     config = json.loads((both / "config.json").read_text())
     singles = []
@@ -51,7 +51,7 @@ def runs(tmp_path_factory):
 @pytest.fixture
 def no_plots(monkeypatch):
     """Pages without their PNGs, which take a second each to draw and are tested in test_plots.py."""
-    monkeypatch.setattr("robench.plots.write_plots", lambda *args, **kwargs: [])
+    monkeypatch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])
 
 
 def numbers(page: str) -> str:
@@ -88,7 +88,7 @@ def test_leaderboard_command_merges_runs_into_a_folder_beside_them_with_csv_and_
     assert (table["robust_acc_low"] <= table["robust_acc"]).all() and (table["robust_acc"] <= table["robust_acc_high"]).all()
     document = json.loads((folder / "leaderboard.json").read_text())
     assert [run["name"] for run in document["runs"]] == ["seed0", "seed1"]
-    # a strategy without a rank (robench.rankable): an empty cell in the CSV, null in the JSON
+    # a strategy without a rank (robench.report.rankable): an empty cell in the CSV, null in the JSON
     assert [row["rank"] for row in document["rows"]] == [None if pd.isna(r) else int(r) for r in table["rank"]]
     pd.testing.assert_frame_equal(pd.DataFrame(document["rows"]).drop(columns="rank"), table.drop(columns="rank"),
                                   check_dtype=False)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from robench.cli import main
+from robench.core.results import read_rows
 from robench.data import split
-from robench.prepare import resolve_dataset
-from robench.results import read_rows
+from robench.pipeline.prepare import resolve_dataset
 
 medmnist = pytest.importorskip("medmnist")
 

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from robench.memory import PeakMemory
+from robench.pipeline.memory import PeakMemory
 
 MIB = 2**20
 

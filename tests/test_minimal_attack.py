@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robench.attack import at_eps
-from robench.evaluate import attack_sweep
+from robench.pipeline.evaluate import attack_sweep
 from robench_plugins.attacks.minimal import Minimal
 from tests.test_exact_attacks import independent_pgd
 
@@ -124,13 +124,13 @@ def _row(attack, family, seed, adv_pred, eps=0.01):
 def test_minimal_too_weak_is_flagged_one_way_only():
     import pandas as pd
 
-    from robench import flags
+    from robench.report import flags
 
     labels = [0] * 10
     fooled_by_pgd = [1] * 4 + [0] * 6  # pgd fooled images 0-3
     strong = [1] * 6 + [0] * 4  # minimal fooled 0-5: more than pgd (expected, never flagged)
     weak = [0] * 10  # minimal fooled none of pgd's 4
-    from robench.results import ROW_FIELDS
+    from robench.core.results import ROW_FIELDS
 
     ok = pd.DataFrame([_row("pgd", "iterative", 0, fooled_by_pgd), _row("minimal", "minimal", 0, strong)], columns=ROW_FIELDS)
     bad = pd.DataFrame([_row("pgd", "iterative", 0, fooled_by_pgd), _row("minimal", "minimal", 0, weak)], columns=ROW_FIELDS)
@@ -142,7 +142,7 @@ def test_minimal_too_weak_is_flagged_one_way_only():
 def test_median_and_auc_follow_the_records():
     import numpy as np
 
-    from robench import minimal_eps
+    from robench.report import minimal_eps
 
     eps_max = 0.04
     matrix = np.array([[0.0, 0.01, 0.02, 0.03, np.inf], [0.0, 0.01, 0.01, 0.03, 0.03]])
@@ -161,8 +161,8 @@ def test_median_and_auc_follow_the_records():
 def test_every_row_kind_is_recomputed_from_its_records(tmp_path, capsys):
     """Clean rows, fixed-eps rows and minimal rows of a real CLI run: each number from read_records."""
     from robench.cli import main
-    from robench.metrics import balanced_accuracy
-    from robench.results import read_frame, read_records
+    from robench.core.metrics import balanced_accuracy
+    from robench.core.results import read_frame, read_records
 
     out = tmp_path / "run"
     assert main(["run", "--dataset", "synthetic", "--subset", "300", "--epochs", "3", "--seeds", "0,1", "--quiet",
@@ -209,7 +209,7 @@ def test_a_model_with_no_image_right_has_no_median_eps_and_says_so():
 
     import numpy as np
 
-    from robench.minimal_eps import _median, median_and_auc
+    from robench.report.minimal_eps import _median, median_and_auc
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning leaks from the bootstrap

@@ -10,10 +10,10 @@ import shlex
 import pytest
 
 from robench.cli import main
-from robench.cli_help import EXAMPLES, RUN_EXAMPLES
-from robench.cli_parser import _run_parser, build_parser
+from robench.cli.help_text import EXAMPLES, RUN_EXAMPLES
+from robench.cli.parser import _run_parser, build_parser
 from robench.errors import PluginError, did_you_mean
-from robench.options import parse_specs
+from robench.pipeline.options import parse_specs
 from tests.test_cli import FAST, run_cli
 
 
@@ -37,7 +37,7 @@ def test_did_you_mean_prefers_the_same_name_then_names_it_begins():
 
 
 def test_list_flags_typed_twice_add_up_instead_of_keeping_the_last():
-    from robench.cli_run import config_from_args
+    from robench.cli.run_command import config_from_args
 
     argv = ["run", "--dataset", "synthetic", "--eps", "0.01", "--eps", "2/255", "--seeds", "0", "--seeds", "1,2",
             "--attacks", "fgsm", "--attacks", "pgd:steps=2"]
@@ -49,7 +49,7 @@ def test_list_flags_typed_twice_add_up_instead_of_keeping_the_last():
 
 
 def test_eps_of_k_over_255_is_shown_as_k_over_255_in_the_run_lines():
-    from robench.runner import _summary_line
+    from robench.pipeline.runner import _summary_line
 
     row = {"status": "ok", "attack": "fgsm", "clean_acc": 0.5, "clean_bacc": 0.4}
     line = _summary_line("full", 0, [row | {"attack": "none", "eps": 0.0, "robust_acc": 0.5},
@@ -59,12 +59,12 @@ def test_eps_of_k_over_255_is_shown_as_k_over_255_in_the_run_lines():
 
 @pytest.mark.parametrize("out", [None, "mine"])
 def test_ctrl_c_says_which_command_resumes_the_run(capsys, monkeypatch, tmp_path, out):
-    import robench.runner
+    import robench.pipeline.runner
 
     def interrupted(config):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(robench.runner, "run", interrupted)
+    monkeypatch.setattr(robench.pipeline.runner, "run", interrupted)
     monkeypatch.chdir(tmp_path)
     argv = ["run", "--dataset", "synthetic", "--eps", "8/255", *(["--out", out] if out else [])]
     code, _, err = run_cli(capsys, *argv)
@@ -87,8 +87,8 @@ def test_help_shows_examples_and_every_default(capsys):
 
 
 def test_every_example_in_help_parses_and_names_real_plugins():
-    from robench import config_file
-    from robench.registry import load_registry
+    from robench.cli import config_file
+    from robench.pipeline.registry import load_registry
 
     registry = load_registry()
     examples = [line.strip() for line in (EXAMPLES + RUN_EXAMPLES).splitlines() if line.strip().startswith("robench ")]

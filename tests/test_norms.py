@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from robench import flags, leaderboard, per_class
 from robench.attack import (
     NORMS,
     Attack,
@@ -20,10 +19,11 @@ from robench.attack import (
     perturbation_size,
     project,
 )
+from robench.core.results import append_row, attack_norms, read_frame, write_config
 from robench.errors import PluginError
-from robench.evaluate import attack_sweep, predict
-from robench.results import append_row, attack_norms, read_frame, write_config
-from robench.worst_case import WORST, worst_case_rows, worst_label
+from robench.pipeline.evaluate import attack_sweep, predict
+from robench.report import flags, leaderboard, per_class
+from robench.report.worst_case import WORST, worst_case_rows, worst_label
 from tests.test_worst_case import LABELS, frame, rows
 
 L2_WORST = worst_label("L2")
@@ -239,7 +239,7 @@ def test_the_missed_cancer_rate_of_a_worst_case_counts_its_own_norm_only():
 
 
 def test_a_page_and_its_plots_keep_the_norms_apart(tmp_path):
-    from robench.plots import write_plots
+    from robench.report.plots import write_plots
 
     run = tmp_path / "run"
     built = _mixed({"pgd_l2": ("iterative", {0}), "fgm_l2": ("single-step", {1})},
@@ -261,7 +261,7 @@ def test_a_page_and_its_plots_keep_the_norms_apart(tmp_path):
 def test_the_eps_axis_and_title_name_the_norm():
     import pandas as pd
 
-    from robench.plots import figure
+    from robench.report.plots import figure
 
     points = pd.DataFrame({"strategy": ["vpt"] * 2, "eps": [0.0, 0.5], "mean": [0.9, 0.4], "std": [0.0, 0.0], "n": [1, 1]})
     fig = figure(points, ["vpt"], "pgd_l2", "all", {}, {}, norm="L2")

@@ -10,10 +10,10 @@ import torch
 
 from robench.backbone import BackboneSpec
 from robench.cli import main
+from robench.core.results import read_rows
 from robench.errors import PluginError, RobenchError
-from robench.models import create_backbone, parse_backbone
-from robench.registry import load_registry
-from robench.results import read_rows
+from robench.pipeline.models import create_backbone, parse_backbone
+from robench.pipeline.registry import load_registry
 
 open_clip = pytest.importorskip("open_clip")
 

@@ -11,11 +11,11 @@ from urllib.parse import unquote
 import pytest
 from PIL import Image
 
-from robench import leaderboard
 from robench.cli import main
-from robench.plots import curves, file_name, write_plots
-from robench.results import append_row, read_frame, write_config
-from robench.summary import PROTOCOLS, summarise
+from robench.core.results import append_row, read_frame, write_config
+from robench.report import leaderboard
+from robench.report.plots import curves, file_name, write_plots
+from robench.report.summary import PROTOCOLS, summarise
 from tests.test_leaderboard import (
     ATTACKS,
     CLEAN,

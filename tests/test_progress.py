@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from robench import progress as progress_module
+from robench.core import progress as progress_module
+from robench.core.progress import TRAINING, progress, say
 from robench.data.images import load_images
-from robench.models import Normalized
-from robench.progress import TRAINING, progress, say
-from robench.train import frozen_features
+from robench.pipeline.models import Normalized
+from robench.pipeline.train import frozen_features
 
 
 class Terminal(io.StringIO):
@@ -74,7 +74,7 @@ def test_decoding_and_feature_extraction_show_progress(tmp_path, monkeypatch, mi
 
 
 class Clock:
-    """time.monotonic for robench.progress, moved by hand."""
+    """time.monotonic for robench.core.progress, moved by hand."""
 
     def __init__(self):
         self.now = 1000.0
@@ -165,7 +165,7 @@ def test_a_synthetic_run_talks_in_its_log(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setenv("ROBENCH_QUIET", "")
     monkeypatch.setattr(progress_module, "LINE_EVERY", 0.0)  # every step: a real run waits 30 s between lines
-    monkeypatch.setattr("robench.plots.write_plots", lambda *args, **kwargs: [])  # 1 s of PNGs this test does not read
+    monkeypatch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])  # 1 s of PNGs this test does not read
     monkeypatch.chdir(tmp_path)  # the page is then named as typed: relative to where the command ran
     code = main(["run", "--dataset", "synthetic", "--epochs", "2", "--strategies", "linear_probe", "--attacks", "fgsm",
                  "--eps", "0.01", "--seeds", "0,1", "--threads", "1", "--out", str(tmp_path / "run"),

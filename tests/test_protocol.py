@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from robench.cli import main
+from robench.core.results import read_rows
 from robench.data.split import stratified_sample
-from robench.results import read_rows
-from robench.runner import prepare_data
+from robench.pipeline.runner import prepare_data
 from tests.test_data import COLOURS, write_jpeg, write_release
 
 FAST = ["run", "--dataset", "synthetic", "--epochs", "1", "--quiet", "--strategies", "linear_probe"]

@@ -1,5 +1,5 @@
 """The rank: the image is its unit, and only a model that learned something, seen on every headline
-column in every seed, gets one (robench.uncertainty.ranks, robench.rankable); per-image records
+column in every seed, gets one (robench.report.uncertainty.ranks, robench.report.rankable); per-image records
 built by hand with known answers, rendered into real pages."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robench import leaderboard, rankable, uncertainty
-from robench.results import ROW_FIELDS, append_row, write_config
+from robench.core.results import ROW_FIELDS, append_row, write_config
+from robench.report import leaderboard, rankable, uncertainty
 
 LABELS = np.array([0] * 30 + [1] * 15 + [2] * 15)  # 60 attacked images, class `a` half of them
 N = len(LABELS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import robench
-from robench import registry as registry_module
 from robench.errors import PluginError
-from robench.options import build, parse_spec, parse_specs, resolve
-from robench.registry import Registry, load_registry
+from robench.pipeline import registry as registry_module
+from robench.pipeline.options import build, parse_spec, parse_specs, resolve
+from robench.pipeline.registry import Registry, load_registry
 from robench.strategy import RECIPE_FIELDS, Strategy
 
 

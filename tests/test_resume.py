@@ -18,11 +18,11 @@ from types import SimpleNamespace
 import pytest
 from filelock import FileLock
 
-import robench.model_job
-from robench import results
+import robench.pipeline.model_job
 from robench.cli import main
-from robench.results import RESULTS_FILE, append_row, drop_torn_tail, read_rows
-from robench.resume import LOCK_FILE
+from robench.core import results
+from robench.core.results import RESULTS_FILE, append_row, drop_torn_tail, read_rows
+from robench.pipeline.resume import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "seconds_per_epoch", "attack_seconds", "peak_mem_mb")
@@ -44,13 +44,13 @@ def run_cli(capsys, *argv):
 def train_calls(monkeypatch) -> list[str]:
     """The label of every model the runner trains."""
     calls = []
-    real = robench.model_job.train
+    real = robench.pipeline.model_job.train
 
     def counting(*args, label="", **kwargs):
         calls.append(label)
         return real(*args, label=label, **kwargs)
 
-    monkeypatch.setattr(robench.model_job, "train", counting)
+    monkeypatch.setattr(robench.pipeline.model_job, "train", counting)
     return calls
 
 
@@ -228,8 +228,8 @@ def test_a_new_plugin_version_gets_its_own_checkpoint_and_is_not_mixed_into_old_
                                                                                      monkeypatch):
     """Plugin provenance: a checkpoint key names the strategy's version, and a run folder refuses
     rows of a plugin at another version than the one that wrote its earlier rows."""
-    from robench.fingerprint import model_key
-    from robench.registry import Plugin
+    from robench.pipeline.fingerprint import model_key
+    from robench.pipeline.registry import Plugin
 
     argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
             "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path)]
@@ -254,7 +254,7 @@ def test_a_new_plugin_version_gets_its_own_checkpoint_and_is_not_mixed_into_old_
 
 
 def _builtin(name):
-    from robench.registry import load_registry
+    from robench.pipeline.registry import load_registry
 
     return load_registry().get("strategy", name)
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from robench.cli import main
-from robench.results import read_frame, read_rows
+from robench.core.results import read_frame, read_rows
 from tests.test_cli import FAST, run_cli
 from tests.test_leaderboard import table
 

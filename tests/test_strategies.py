@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from robench.errors import PluginError
-from robench.models import Normalized
+from robench.pipeline.models import Normalized
+from robench.pipeline.train import train
 from robench.strategy import Recipe, Strategy
-from robench.train import train
 from robench_plugins.backbones.timm import MICRO
 from robench_plugins.strategies.full import Full
 from robench_plugins.strategies.linear_probe import LinearProbe
@@ -285,7 +285,7 @@ def test_the_seed_study_grid_is_one_command_with_a_row_per_variant(capsys, tmp_p
     for label in expected:
         # main table (after its rank), paired comparisons, per-class recall and other protocol
         assert sum(bool(re.match(rf"\| (\S+ +\| )?{re.escape(label)} ", row)) for row in rows) == 4, label
-    from robench.results import read_rows
+    from robench.core.results import read_rows
 
     clean = {r["strategy"]: r for r in read_rows(out_dir) if r["attack"] == "none"}
     assert {label: clean[label]["trainable_params"] for label in expected} == expected
@@ -295,7 +295,7 @@ def test_the_seed_study_grid_is_one_command_with_a_row_per_variant(capsys, tmp_p
 
 def test_a_strategy_whose_adapt_raises_anything_is_one_line_naming_it(micro_vit):
     """A third party's adapt may raise any exception; the run refuses before training, in one line."""
-    from robench.plan import Planned, check_strategies_fit
+    from robench.pipeline.plan import Planned, check_strategies_fit
 
     class Clumsy(Strategy):
         name = "clumsy"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from robench import threads
+from robench.pipeline import threads
 
 
 def test_one_thread_on_two_cores_else_the_cores_other_work_leaves(monkeypatch):
@@ -29,7 +29,7 @@ def test_asked_for_threads_win(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # what torch read from OMP_NUM_THREADS
     assert threads.choose(None) == 4
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
-    assert threads.choose(None) == 8  # at most one per core, which robench.limits also holds --threads to
+    assert threads.choose(None) == 8  # at most one per core, which robench.pipeline.limits also holds --threads to
 
 
 def test_using_sets_and_restores_the_count():

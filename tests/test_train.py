@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from robench.models import Normalized
+from robench.pipeline.models import Normalized
+from robench.pipeline.train import augment, class_weights, head_only, train
 from robench.strategy import Recipe
-from robench.train import augment, class_weights, head_only, train
 from robench_plugins.strategies.full import Full
 from robench_plugins.strategies.linear_probe import LinearProbe
 
@@ -77,7 +77,7 @@ def test_balanced_class_weights_are_inverse_frequency():
 
 
 def test_a_diverging_loss_stops_with_a_clear_message(micro_vit):
-    from robench.train import TrainingError
+    from robench.pipeline.train import TrainingError
 
     vit, mean, std = micro_vit
     with pytest.raises(TrainingError, match="lower the learning rate"):

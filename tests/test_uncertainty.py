@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from robench import uncertainty
-from robench.results import ROW_FIELDS
+from robench.core.results import ROW_FIELDS
+from robench.report import uncertainty
 
 N = 100
 
@@ -94,7 +94,7 @@ def test_seeds_that_point_opposite_ways_cancel():
 def test_images_needed_matches_the_textbook_two_proportion_formula():
     from scipy.stats import norm
 
-    from robench.power import images_needed
+    from robench.report.power import images_needed
 
     p1, p2 = 0.10, 0.20
     h = 2 * math.asin(math.sqrt(p2)) - 2 * math.asin(math.sqrt(p1))  # Cohen's h

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from robench.cli import main
+from robench.core.results import read_rows
 from robench.errors import DataError
-from robench.prepare import resolve_dataset
-from robench.results import read_rows
+from robench.pipeline.prepare import resolve_dataset
 
 GRID = ["--backbone", "robench_vit_micro", "--image-size", "16", "--epochs", "1", "--quiet",
         "--strategies", "full,linear_probe,vpt_shallow,vpt_deep,lora", "--attacks", "fgsm,pgd:steps=2,minimal:rounds=2",

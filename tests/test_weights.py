@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from robench.errors import RobenchError
-from robench.models import BackboneSpec, check_backbone, create_backbone
+from robench.pipeline.models import BackboneSpec, check_backbone, create_backbone
 from robench_plugins.backbones.timm import MICRO
 from robench_plugins.backbones.timm.weights import fitting_models, load_errors
 from tests.conftest import shared_or_skip

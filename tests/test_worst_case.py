@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robench import flags, leaderboard
-from robench.results import ROW_FIELDS, append_row, write_config
-from robench.worst_case import WORST, worst_case_rows
+from robench.core.results import ROW_FIELDS, append_row, write_config
+from robench.report import flags, leaderboard
+from robench.report.worst_case import WORST, worst_case_rows
 
 LABELS = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]  # 10 attacked images
 CLEAN = [0, 1, 2, 0, 1, 2, 0, 1, 2, 1]  # the last one wrong before any attack: 9 of 10 correct
@@ -103,8 +103,8 @@ def test_the_page_shows_the_worst_case_first_and_ranks_by_it(tmp_path):
 
 
 def test_per_class_recall_before_and_after_the_worst_case():
-    from robench import per_class
-    from robench.worst_case import with_worst_case
+    from robench.report import per_class
+    from robench.report.worst_case import with_worst_case
 
     table = with_worst_case(frame(rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})})),
                             LABELS)
@@ -117,7 +117,7 @@ def test_per_class_recall_before_and_after_the_worst_case():
 
 
 def test_the_missed_cancer_rate_counts_malignant_images_any_attack_called_benign():
-    from robench import per_class
+    from robench.report import per_class
 
     built = rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})})
     for row in built:
@@ -141,9 +141,9 @@ def test_a_reference_strategy_replaces_each_columns_best(tmp_path):
 
 def test_run_refuses_a_reference_that_is_not_one_of_its_strategies(tmp_path):
     from robench.errors import RobenchError
-    from robench.models import BackboneSpec
-    from robench.options import parse_specs
-    from robench.runner import RunConfig, plan
+    from robench.pipeline.models import BackboneSpec
+    from robench.pipeline.options import parse_specs
+    from robench.pipeline.runner import RunConfig, plan
     from robench_plugins.backbones.timm import MICRO
 
     config = RunConfig("synthetic", BackboneSpec(MICRO, 32, pretrained=False), parse_specs("full,linear_probe", "strategy"),
@@ -153,7 +153,7 @@ def test_run_refuses_a_reference_that_is_not_one_of_its_strategies(tmp_path):
 
 
 def test_the_confusion_matrix_under_attack_counts_the_records():
-    from robench import confusion
+    from robench.report import confusion
 
     table = frame(rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})}))
     counts = confusion.matrix(table, LABELS, 7, "vpt", "pgd", 0.01)
@@ -166,8 +166,8 @@ def test_the_confusion_matrix_under_attack_counts_the_records():
 
 
 def test_the_per_class_csv_has_every_attack_and_agrees_with_the_page_table():
-    from robench import per_class
-    from robench.worst_case import with_worst_case
+    from robench.report import per_class
+    from robench.report.worst_case import with_worst_case
 
     table = with_worst_case(frame(rows("vpt", {"fgsm": ("single-step", {0, 1, 2, 3}), "pgd": ("iterative", {2, 3, 4, 5})})),
                             LABELS)

@@ -1,7 +1,7 @@
 """Linear probe: the pretrained backbone is frozen and only the classification head trains.
 
 Because nothing before the head changes and the recipe does no augmentation, robench computes
-the backbone's features once per split and trains the head on them (see robench.train), so
+the backbone's features once per split and trains the head on them (see robench.pipeline.train), so
 ten epochs cost one backbone pass. Defaults: AdamW, lr 1e-3, 30 epochs on cached features.
 
 "The head" is ``get_classifier()``, the last Linear layer, on any timm model with one: ViTs, CNNs

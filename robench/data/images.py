@@ -24,9 +24,9 @@ import pooch
 import torch
 from PIL import Image
 
-from robench import atomic
+from robench.core import atomic
+from robench.core.progress import progress, say
 from robench.errors import DataError
-from robench.progress import progress, say
 
 # Bump when the decoding below changes, so that caches written by older code are not reused.
 _CACHE_VERSION = 2

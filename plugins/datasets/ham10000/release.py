@@ -19,7 +19,7 @@ from robench.errors import DataError
 # HAM10000's `dx` codes in alphabetical order: the label indices of this dataset and of ISIC 2018.
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 # Malignant or pre-malignant (melanoma, basal cell carcinoma, actinic keratosis / Bowen's disease);
-# the others are benign. Calling one of these benign is a missed cancer (robench.per_class).
+# the others are benign. Calling one of these benign is a missed cancer (robench.report.per_class).
 MALIGNANT = ("akiec", "bcc", "mel")
 
 METADATA = "HAM10000_metadata.csv"

@@ -1,9 +1,9 @@
 """The defense honours robench's contract, checked on robench's own 0.1M-parameter test ViT."""
 
 import torch
-
-from robench.models import MICRO, BackboneSpec, Normalized, create_backbone
 from robench_goodfellow_at import GoodfellowAT
+
+from robench.testing import MICRO, BackboneSpec, Normalized, create_backbone
 
 
 def micro_model():

@@ -1,0 +1,45 @@
+"""Run and leaderboard names: names, never paths.
+
+A name becomes file names (``<name>.md``, ``<name>-pgd.png``) inside the folder the user named.
+One that holds a separator or ``..`` (``../../x``, typed or edited into config.json) would
+write outside it, so a name given by the user or read from a file is checked here, wherever it
+comes from; one robench makes up itself (from the --out folder's name, or from the dataset and
+backbone) is turned into a valid one instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from robench.errors import RobenchError
+
+_VALID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_INVALID_RUN = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_LENGTH = 120  # file names: the page's name plus an attack's slug stays under the usual 255 bytes
+
+
+def check_name(name: str, where: str) -> str:
+    """``name`` if it is a valid name, else one line saying why, naming where it came from."""
+    if isinstance(name, str) and _VALID.fullmatch(name) and ".." not in name and len(name) <= MAX_LENGTH:
+        return name
+    raise RobenchError(f"{where}: {name!r} is not a valid name: use letters, digits and - _ . "
+                       f"(no '..', no / or \\, at most {MAX_LENGTH} characters), e.g. ham10000-vit-base")
+
+
+def name_from(text: str) -> str:
+    """A valid name made from any text (a folder's name, ``dataset-backbone-time``): each run of
+    other characters becomes ``-``; ``..`` becomes ``.``."""
+    name = re.sub(r"\.{2,}", ".", _INVALID_RUN.sub("-", text)).strip("-.")[:MAX_LENGTH].strip("-.")
+    return name if name and _VALID.fullmatch(name) else "run"
+
+
+def file_in(folder: Path, file_name: str) -> Path:
+    """``folder / file_name``, refused unless that is a file directly inside ``folder``: the last
+    guard that a page or a plot is never written anywhere else."""
+    if file_name in ("", ".", "..") or "/" in file_name or "\\" in file_name:
+        raise RobenchError(f"{file_name!r} would be written outside {folder}: give the page a name of letters, digits and - _ .")
+    return Path(folder) / file_name
+
+
+BF16_TWIN = "[bf16]"  # the suffix of a bf16 attack computed beside its fp32 twin (robench.report.flags compares them)

@@ -1,0 +1,114 @@
+"""Clean and adversarial evaluation of a trained model, under both published protocols.
+
+Only test images the model classifies correctly are attacked: an image that is already wrong
+counts as a failure in the all-images protocol (RobustBench) and is outside the clean-correct
+protocol (the seed study), so attacking it would change neither number.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from robench.attack import (
+    Attack,
+    MinimalAttack,
+    check_perturbation,
+    exact_arithmetic,
+    frozen,
+    perturbation_size,
+    slack,
+)
+from robench.core.metrics import accuracy, balanced_accuracy, robust_metrics
+from robench.core.progress import progress
+from robench.pipeline.answers import Answers
+from robench.pipeline.compute import autocast
+from robench.pipeline.train import to_pixels
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """Predicted classes for uint8 (or [0, 1] float) images, in eval mode."""
+    model.eval()
+    preds = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device)
+        batch = to_pixels(batch) if batch.dtype == torch.uint8 else batch
+        preds.append(model(batch).argmax(1).cpu())
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def clean_metrics(labels: torch.Tensor, preds: torch.Tensor) -> dict:
+    hits = preds == labels
+    return {"n_test": len(labels), "clean_acc": accuracy(hits), "clean_bacc": balanced_accuracy(labels, hits)}
+
+
+def attack_sweep(
+    model: nn.Module,
+    attack: Attack,
+    eps_values: list[float],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    clean_preds: torch.Tensor,
+    batch_size: int,
+    device,
+    label: str = "",
+    precision: str = "fp32",
+) -> dict[float, dict]:
+    """Attack the clean-correct test images at every eps; return the metrics of each eps.
+
+    The attack runs in exact arithmetic (robench.attack.exact_arithmetic: no subnormal flush, no
+    autocast), whatever the training used; ``precision="bf16"`` then runs its forward passes, and
+    the check of what survived them, under bf16 autocast on CUDA, while the images, perturbations
+    and eps checks stay fp32. Each eps's metrics carry ``adv_pred``: the prediction on every given
+    image after the attack (an image wrong on clean is not attacked and keeps its clean
+    prediction), from which every metric of the row can be recomputed and the worst case over
+    attacks is taken per image (robench.report.worst_case).
+    """
+    model.eval()
+    correct = (clean_preds == labels).nonzero().flatten()
+    adv_preds = {eps: clean_preds.clone() for eps in eps_values}
+    minimal = isinstance(attack, MinimalAttack)
+    min_eps = torch.zeros(len(labels)) if minimal else None  # a clean-wrong image is fooled at eps 0
+    started = time.perf_counter()
+    chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
+    with frozen(model), exact_arithmetic(), autocast(device, precision):
+        for chunk in progress(chunks, desc=f"attack {label}", unit="batch", phase=f"attack {attack.name}"):
+            x = to_pixels(images[chunk].to(device))
+            y = labels[chunk].to(device)
+            if minimal:
+                min_eps[chunk] = _minimize(model, attack, x, y, chunk, eps_values, adv_preds)
+                continue
+            with Answers(model, autocast_on=precision == "bf16" and torch.device(device).type in ("cpu", "cuda")) as answers:
+                for eps, adv in attack.sweep(model, x, y, eps_values):
+                    check_perturbation(f"attack {attack.name}", attack.norm, adv, x, eps)
+                    adv_preds[eps][chunk] = answers.predict(adv)
+    seconds = time.perf_counter() - started
+    n_correct = len(correct)
+    records = {} if min_eps is None else {
+        "eps_max": attack.eps_max, "min_eps": [None if math.isinf(e) else e for e in min_eps.tolist()]}
+    return {eps: robust_metrics(labels, adv_preds[eps] == labels, n_correct)
+            | {"adv_pred": adv_preds[eps].tolist(), "attack_seconds": seconds} | records for eps in eps_values}
+
+
+def _minimize(model, attack: MinimalAttack, x, y, chunk, eps_values, adv_preds) -> torch.Tensor:
+    """Run a minimal attack on one batch; fill each eps's predictions from its examples; return eps*.
+
+    At an eps the image keeps its clean (correct) prediction where eps* > eps and takes its
+    example's prediction where eps* <= eps, so each eps's row says what that example does there.
+    """
+    adversarial, star = attack.minimize(model, x, y)
+    check_perturbation(f"attack {attack.name}", attack.norm, adversarial, x, attack.eps_max)
+    with torch.no_grad():
+        preds = model(adversarial).argmax(1).cpu()
+    star, y = star.float().cpu(), y.cpu()
+    found = torch.isfinite(star)
+    sizes = perturbation_size(adversarial - x, attack.norm).cpu()  # eps* is a radius in the attack's own norm
+    if (preds[found] == y[found]).any() or (sizes[found] > star[found] + slack(star[found], attack.norm)).any():
+        raise ValueError(f"attack {attack.name} reported an eps* whose example does not fool the model or is larger than eps*")
+    for eps in eps_values:
+        adv_preds[eps][chunk] = torch.where(star <= eps, preds, y)
+    return star

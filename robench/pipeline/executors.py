@@ -1,0 +1,128 @@
+"""Where the models of a grid run: one after another in this process, or in parallel on Ray.
+
+An executor maps one function over the grid's (strategy, seed) cells and hands back each
+cell's rows as the cell finishes. The function is the same for both (robench.pipeline.runner.model_rows);
+the driver writes the rows it gets to the results file under the run's lock, so resuming,
+skipping finished cells and checkpoints work alike. Ray is imported only when it is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from robench.errors import RobenchError
+
+EXECUTORS = ("local", "ray")
+Work = Callable[..., Iterable[dict]]  # work(*cell, **context) -> the cell's rows
+
+
+@dataclass
+class Finished:
+    """A cell whose work ended: its rows, or the error that lost them (a Ray worker that died)."""
+
+    cell: tuple
+    rows: Iterable[dict]
+    error: BaseException | None = None
+
+
+def local(work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
+    """Run the cells one after another in this process. Rows stream out while ``work`` yields
+    them, so a crash loses at most the row being computed."""
+    for cell in cells:
+        yield Finished(cell, work(*cell, **context))
+
+
+@dataclass(frozen=True)
+class Ray:
+    """Run every cell as a Ray task, as many at once as the cluster's CPUs and GPUs allow.
+
+    A Ray instance this process already started (a notebook, a test) is used and left running;
+    otherwise ``ray.init(address)`` joins the cluster at ``address``, or with None starts a local
+    instance, and shuts it down at the end. ``context`` (the data, the
+    config) goes to the object store once and every task reads it from there. A task returns its
+    rows when its model is done, so an interrupted task loses that model's rows (not its
+    checkpoint). With several machines the run's ``--out`` must be on a filesystem all of them
+    share: tasks save and load checkpoints there.
+    """
+
+    address: str | None = None
+    gpus_per_task: float = 0.0
+
+    def __call__(self, work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
+        ray = import_ray()
+        started = not ray.is_initialized()
+        if started:
+            try:
+                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+            except ConnectionError as exc:
+                raise RobenchError(f"cannot join Ray at {self.address}: {str(exc).splitlines()[0]} (start it with `ray start --head`, "
+                                   "or drop --ray-address to start a local instance)") from None
+        pending = {}
+        try:
+            shared = ray.put(context)
+            # one retry: a worker or node lost mid-task gets a second chance before its cells are failed
+            task = ray.remote(_run_cell).options(num_cpus=1, num_gpus=self.gpus_per_task, max_retries=1)
+            pending = {task.remote(work, cell, shared): cell for cell in cells}
+            while pending:
+                [ready], _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(ready)
+                try:
+                    rows, error = ray.get(ready), None
+                except ray.exceptions.RayError as exc:  # the task raised (its exception is the cause) or its worker died
+                    rows, error = [], getattr(exc, "cause", None) or exc
+                yield Finished(cell, rows, error)
+        finally:
+            for ref in pending:  # interrupted: do not leave tasks training for nobody
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+
+def _run_cell(work: Work, cell: tuple, context: dict) -> list[dict]:
+    """The body of a Ray task (Ray resolves ``context`` from the object store before the call).
+
+    Numpy arrays from the object store are read-only views of shared memory; the work only
+    reads them, so torch's warning on turning one into a tensor is noise.
+    """
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    return list(work(*cell, **context))
+
+
+def choose(name: str, address: str | None, gpus_per_task: float | None):
+    """The executor the flags ask for; Ray's flags without ``--executor ray`` are refused."""
+    if name == "local":
+        if address is not None or gpus_per_task is not None:
+            raise RobenchError("--ray-address and --ray-gpus-per-task need --executor ray")
+        return local
+    if name == "ray":
+        import_ray()
+        return Ray(address, gpus_per_task or 0.0)
+    raise RobenchError(f"unknown executor {name!r}: use {' or '.join(EXECUTORS)}")
+
+
+def gpus_per_task(name: str, given: float | None, device: torch.device) -> float | None:
+    """The share of a GPU each Ray task reserves: 1 by default on CUDA (one model per GPU), 0 on a CPU."""
+    if name != "ray":
+        return given
+    if device.type != "cuda":
+        if given:
+            raise RobenchError(f"--ray-gpus-per-task {given:g} needs a CUDA device and this run is on {device.type}: drop it or use --device cuda")
+        return 0.0
+    if given is None:
+        return 1.0
+    if not 0 < given <= 1:
+        raise RobenchError(f"--ray-gpus-per-task {given:g}: give the share of one GPU a model needs, in (0, 1], e.g. 0.25 for four models per GPU")
+    return given
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RobenchError('--executor ray needs Ray, which is not installed: pip install "robench[ray]"') from None
+    return ray
