@@ -26,8 +26,8 @@ class RunModels:
         self.run = Path(run)
         self.config_json = results.read_config(self.run)
         argv = shlex.split(self.config_json["command"])[1:]
-        self.config = runner.settle(config_from_args(build_parser().parse_args(argv), argv), torch.device("cpu"))
-        self.planned = runner.plan(self.config)
+        self.planned = runner.plan(config_from_args(build_parser().parse_args(argv), argv))
+        self.config = self.planned.config
         self.prepared = runner.prepare_data(self.config, self.planned.dataset)
         images, labels = test_arrays(self.prepared)
         attacked = self.prepared.attacked
@@ -38,5 +38,5 @@ class RunModels:
         """(strategy label, seed, the model in eval mode) of every model of the run."""
         for strategy in self.planned.strategies:
             for seed in self.config.seeds:
-                model, _ = runner.train_model(self.config, strategy, seed, self.prepared, torch.device("cpu"))
+                model, _ = runner.train_model(self.planned, strategy, seed, self.prepared)
                 yield strategy.label, seed, model

@@ -88,14 +88,15 @@ def main() -> None:
     print("Robust accuracy (%) over the 120 attacked images, seed 0:\n")
     print(table.round(2).to_markdown())
 
-    strategies = runner.plan(CONFIG).strategies
-    prepared = runner.prepare_data(CONFIG)
+    planned = runner.plan(CONFIG)
+    strategies = planned.strategies
+    prepared = runner.prepare_data(planned.config, planned.dataset)
     test_images = prepared.images.images[prepared.split.test][torch.as_tensor(prepared.attacked)]
     x, labels = to_pixels(test_images), torch.tensor(config["attacked"]["labels"])
     print("\nImages whose prediction after the attack differs from robench's row (of 120 per eps):\n")
     lines = []
     for strategy in strategies:
-        model, _ = runner.train_model(CONFIG, strategy, SEED, prepared, torch.device("cpu"))  # from its checkpoint
+        model, _ = runner.train_model(planned, strategy, SEED, prepared)  # from its checkpoint
         clean = torch.tensor(rows[(rows["strategy"] == strategy.label) & (rows["attack"] == CLEAN)]["clean_pred"].iloc[0])
         for attack in ("fgsm", "pgd(loss=ce)", "pgd"):
             ours = {r.eps: torch.tensor(r.adv_pred) for r in attacked[(attacked["strategy"] == strategy.label)

@@ -59,9 +59,10 @@ def undefended_model():
     """The fully fine-tuned ViT-Ti/16 of attack_audit's run (trained on first use) and its
     clean-correct attacked test images."""
     config = replace(attack_audit.CONFIG, strategies=parse_specs("full", "strategy"))
-    strategy = runner.plan(config).strategies[0]
-    prepared = runner.prepare_data(config)
-    model, _ = runner.train_model(config, strategy, attack_audit.SEED, prepared, torch.device("cpu"))
+    planned = runner.plan(config)
+    strategy = planned.strategies[0]
+    prepared = runner.prepare_data(planned.config, planned.dataset)
+    model, _ = runner.train_model(planned, strategy, attack_audit.SEED, prepared)
     chosen = torch.as_tensor(prepared.attacked)
     x, y = to_pixels(prepared.images.images[prepared.split.test][chosen]), prepared.images.labels[prepared.split.test][chosen]
     with torch.no_grad(), exact_arithmetic():

@@ -147,3 +147,10 @@ def test_plugins_examples_and_docs_import_only_public_names():
     private = sorted({f"{path.relative_to(REPO)}: {a or b}" for path in sources for a, b in pattern.findall(path.read_text())
                       if (a or b).split(".")[0] == "robench" and (a or b) not in public})
     assert not private, private
+
+
+def test_nothing_below_the_cli_reaches_back_to_the_runner():
+    """The runner hands the settled Plan down; no step imports it to read a setting back."""
+    allowed = {"robench.api", "robench.cli.run_command", "robench.pipeline.runner"}
+    callers = {name for name, deps in graph().items() if "robench.pipeline.runner" in deps and name.startswith("robench")}
+    assert callers <= allowed, sorted(callers - allowed)

@@ -241,8 +241,9 @@ def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(ca
     spec = BackboneSpec(config["backbone"]["name"], config["backbone"]["image_size"], pretrained=False)
     run_config = runner.RunConfig("synthetic", spec, [runner.Spec("vpt_shallow", "vpt_shallow")], [], eps, [1],
                                   out, tmp_path / "lb", "t", recipe_overrides={"epochs": 4, "batch_size": None, "lr": None})
-    strategy = runner.plan(run_config)[0][0]
-    prepared = runner.prepare_data(run_config)
+    planned = runner.plan(run_config)
+    strategy = planned.strategies[0]
+    prepared = runner.prepare_data(planned.config, planned.dataset)
     runner.seed_everything(1)  # the frozen backbone is random-init here: the checkpoint keeps only what trained
     vit, mean, std = create_backbone(spec, 7)
     own = checkpoints.base_buffers(vit)

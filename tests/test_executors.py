@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from robench.cli import main
 from robench.core.results import read_rows
@@ -104,7 +105,8 @@ def test_lost_model_rows_cover_only_the_cells_still_to_do():
                               out=Path("."), leaderboard_dir=Path("."), name="t")
     strategy, attack = runner.Planned("full", Full()), runner.Planned("fgsm", FGSM())
     done = {("full", 0, "none", 0.0), ("full", 0, "fgsm", 0.01)}
-    rows = runner.lost_model_rows(config, strategy, [attack], 0, done, MemoryError("killed"))
+    planned = runner.Plan([strategy], [attack], None, config, torch.device("cpu"))
+    rows = runner.lost_model_rows(planned, strategy, 0, done, MemoryError("killed"))
     assert [(r["attack"], r["eps"], r["status"], r["error"]) for r in rows] == [
         ("fgsm", 0.02, "failed", "MemoryError: killed"), ("escalation", 0.01, "failed", "MemoryError: killed"),
         ("escalation", 0.02, "failed", "MemoryError: killed")]

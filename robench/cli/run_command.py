@@ -72,6 +72,7 @@ def config_from_args(args, argv):
         args.out.resolve().name if args.out else f"{args.dataset}-{backbone}-{datetime.now():%Y%m%d-%H%M%S}")
     return RunConfig(
         dataset=args.dataset,
+        dataset_plugin=dataset,  # resolved once, here: the plan uses it
         data_dir=args.data_dir,
         subset=args.subset,
         split_seed=args.split_seed,

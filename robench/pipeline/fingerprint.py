@@ -24,8 +24,9 @@ FORMAT = "2"  # checkpoint keys: 2 added plugin versions and the backbone provid
 TRAINING = ("dataset", "split_fingerprint", "backbone", "weights", "image_size")
 
 
-def run_settings(config, prepared, strategies, attacks) -> dict:
-    """The settings of a run that decide whether its rows can sit beside another run's."""
+def run_settings(plan, prepared) -> dict:
+    """The settings of a run (its settled ``plan``) that decide whether its rows can sit beside another run's."""
+    config, strategies, attacks = plan.config, plan.strategies, plan.attacks
     backbone = config.backbone
     return {
         "dataset": config.dataset,

@@ -22,24 +22,25 @@ from robench.pipeline.evaluate import attack_sweep, clean_metrics, predict
 from robench.pipeline.fingerprint import model_key, run_settings
 from robench.pipeline.memory import PeakMemory
 from robench.pipeline.models import create_backbone
-from robench.pipeline.plan import Planned, package_of
+from robench.pipeline.plan import Plan, Planned, package_of
 from robench.pipeline.prepare import Prepared, test_arrays
 from robench.pipeline.train import train
 
 
-def model_rows(strategy: Planned, seed: int, *, config, attacks: list[Planned], prepared: Prepared, device,
-               settings: dict, done: frozenset | set = frozenset()) -> Iterator[dict]:
+def model_rows(strategy: Planned, seed: int, *, plan: Plan, prepared: Prepared, settings: dict,
+               done: frozenset | set = frozenset()) -> Iterator[dict]:
     """The work of one (strategy, seed) cell of the grid, as every executor runs it: its rows.
 
     Deterministic kernels are switched on here too, since a Ray task runs in a process of its own.
     """
     with numerics():
-        yield from run_model(config, strategy, attacks, seed, prepared, device, settings, done)
+        yield from run_model(plan, strategy, seed, prepared, settings, done)
 
 
-def lost_model_rows(config, strategy: Planned, attacks: list[Planned], seed: int, done, error: BaseException) -> list[dict]:
+def lost_model_rows(plan: Plan, strategy: Planned, seed: int, done, error: BaseException) -> list[dict]:
     """A failed row for each cell still to do of a model whose work was lost outside run_model's own
     error handling (a Ray worker killed for memory, a machine gone); a resumed run retries them."""
+    config, attacks = plan.config, plan.attacks
     base = _model_fields(strategy, seed)
     cells = [(CLEAN, CLEAN, 0.0)] + [(a.label, a.plugin.name, eps) for a in attacks for eps in config.eps]
     cells += [(label, escalation.ESCALATION, eps) for label, _ in _escalations(config, attacks) for eps in config.eps]
@@ -47,13 +48,14 @@ def lost_model_rows(config, strategy: Planned, attacks: list[Planned], seed: int
             for label, name, eps in cells if resume.cell(strategy.label, seed, label, eps) not in done]
 
 
-def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prepared: Prepared, device, settings: dict,
+def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, settings: dict,
               done: frozenset | set = frozenset()):
     """Train one (strategy, seed) and yield its rows: a clean row, then one per attack and eps.
 
     Cells in ``done`` (see resume.finished) are not yielded again; an attack whose every eps is
     done is not run, and a model with every cell done is neither trained nor loaded.
     """
+    config, attacks, device = plan.config, plan.attacks, plan.device
     base = _model_fields(strategy, seed)
 
     def missing_eps(attack: str) -> list[float]:
@@ -67,7 +69,7 @@ def run_model(config, strategy: Planned, attacks: list[Planned], seed: int, prep
     if not needs_clean and not attacks:
         return
     try:
-        model, train_info = train_model(config, strategy, seed, prepared, device, settings=settings)
+        model, train_info = train_model(plan, strategy, seed, prepared, settings=settings)
         test_images, test_labels = test_arrays(prepared)
         with exact_arithmetic():  # the arithmetic of the attacks' own check of what survived
             clean_preds = predict(model, test_images, config.attack_batch_size, device)
@@ -135,11 +137,12 @@ def _model_fields(strategy: Planned, seed: int) -> dict:
             "defense_name": strategy.defense.plugin.name if strategy.defense else NONE}
 
 
-def train_model(config, strategy: Planned, seed: int, prepared: Prepared, device, settings: dict | None = None):
+def train_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, settings: dict | None = None):
     """Build, adapt and train one model, or load what it trained from an earlier run's checkpoint;
     return it ready for attacks, with its training facts. ``settings``: the run's
     (robench.pipeline.fingerprint.run_settings), which the checkpoint's key is cut from."""
-    settings = settings or run_settings(config, prepared, [strategy], [])
+    config, device = plan.config, plan.device
+    settings = settings or run_settings(plan, prepared)
     num_classes = len(prepared.images.classes)
     seed_everything(seed)
     vit, mean, std = create_backbone(config.backbone, num_classes)

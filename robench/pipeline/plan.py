@@ -1,14 +1,17 @@
-"""What a run is asked to do (RunConfig) and every plugin it names, resolved and checked.
+"""What a run is asked to do (RunConfig), settled once into the Plan every later step receives.
 
-Everything that can be checked is checked here, before data is decoded or a model trains:
-names, options, recipes, eps, the dataset and its test set, the backbone provider. So bad
-input costs seconds, not hours.
+``plan(config)`` decides what depends on the machine (the device, the precisions it computes,
+threads, a Ray task's GPU share, absolute paths), resolves every plugin the run names and checks
+everything that can be checked before data is decoded or a model trains: names, options, recipes,
+eps, the dataset and its test set, the backbone provider. So bad input costs seconds, not hours.
+The Plan is immutable; data preparation, the fingerprint, provenance and every model job read
+their settings from it, and none resolves one again.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +23,7 @@ from robench.core.names import check_name
 from robench.dataset import Dataset
 from robench.defense import NONE, Defense, combined_label
 from robench.errors import PluginError, RobenchError, one_line
-from robench.pipeline.compute import attack_label
+from robench.pipeline import compute, executors, threads
 from robench.pipeline.escalation import MAX_ROUNDS
 from robench.pipeline.escalation import ROUNDS as ESCALATION_ROUNDS
 from robench.pipeline.limits import check_numbers
@@ -30,9 +33,10 @@ from robench.pipeline.registry import load_registry
 from robench.strategy import RECIPE_FIELDS, Recipe, Strategy
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs; the CLI builds it from flags, a notebook can build it directly."""
+    """Everything a run is asked to do; the CLI builds it from flags, a notebook can build it directly.
+    Frozen: ``plan`` returns a settled copy, never changes the one it is given."""
 
     dataset: str  # a --dataset spec: "ham10000", "csv:file=labels.csv:group=patient"
     backbone: BackboneSpec
@@ -68,6 +72,8 @@ class RunConfig:
     log_json: Path | None = None  # also append the run's progress events there (robench.core.progress)
     force: bool = False  # replace a page in leaderboard_dir made from other runs
     formats: tuple[str, ...] = ("md",)  # the page, and its table as "csv" and "json" (robench.report.export)
+    # The plugin of ``dataset`` where the CLI already resolved it (for its defaults): not resolved twice.
+    dataset_plugin: Dataset | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -83,17 +89,24 @@ class Planned:
 
 
 class Plan(NamedTuple):
+    """The run, settled: what every step after planning receives, and reads its settings from."""
+
     strategies: list[Planned]
     attacks: list[Planned]
     dataset: Dataset
+    config: RunConfig  # settled (see settle): absolute paths, precisions and threads decided
+    device: torch.device
 
 
 def plan(config: RunConfig) -> Plan:
-    """Resolve every spec into a plugin (and a strategy's recipe), failing on the first bad one."""
+    """Settle ``config`` on this machine and resolve every spec into a plugin (and a strategy's
+    recipe), failing on the first bad one."""
+    device = compute.resolve_device(config.device)
+    config = settle(config, device)  # first: an attack's precision is the one its device computes
     check_numbers(config)
     check_name(config.name, "--name")
     registry = load_registry()
-    dataset = resolve_dataset(config.dataset)
+    dataset = config.dataset_plugin or resolve_dataset(config.dataset)
     if config.test_set != SPLIT_TEST and config.test_set not in dataset.test_sets:
         valid = ", ".join([SPLIT_TEST, *dataset.test_sets])
         raise RobenchError(f"--test-set {config.test_set!r} is not a test set of dataset {dataset.name!r}: use one of {valid}")
@@ -106,7 +119,7 @@ def plan(config: RunConfig) -> Plan:
             raise RobenchError(f"eps {value} is outside [0, 1]: eps is in pixel units, e.g. 0.01 or 2/255")
     strategies = [_strategy(registry, spec, config.recipe_overrides) for spec in config.strategies]
     precisions = config.attack_precision
-    attacks = [Planned(attack_label(spec.label, precision, precisions), plugin, precision=precision)
+    attacks = [Planned(compute.attack_label(spec.label, precision, precisions), plugin, precision=precision)
                for spec in config.attacks for plugin in [resolve(registry, "attack", spec)[0]]
                for precision in precisions.split(",")]
     refuse_duplicates([p.label for p in strategies], "strategy")
@@ -122,7 +135,23 @@ def plan(config: RunConfig) -> Plan:
     if config.reference is not None and config.reference not in [p.label for p in strategies]:
         raise RobenchError(f"--reference {config.reference!r} is not a strategy of this run: use one of "
                            f"{', '.join(p.label for p in strategies)}")
-    return Plan(strategies, attacks, dataset)
+    return Plan(strategies, attacks, dataset, config, device)
+
+
+def settle(config: RunConfig, device: torch.device) -> RunConfig:
+    """The config with what depends on the device decided (``auto`` precision, a task's GPU share),
+    refused in one line where it does not fit the device, and with absolute paths, which a Ray
+    worker in another directory (or on another machine) reads the same."""
+    weights = config.backbone.weights
+    return replace(
+        config,
+        train_precision=compute.resolve_precision(config.train_precision, device, "--train-precision"),
+        attack_precision=compute.resolve_attack_precisions(config.attack_precision, device),
+        ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device),
+        out=Path(config.out).absolute(),
+        threads=threads.choose(config.threads),
+        backbone=replace(config.backbone, weights=None if weights is None else Path(weights).absolute()),
+    )
 
 
 def _strategy(registry, spec: Spec, overrides: dict) -> Planned:

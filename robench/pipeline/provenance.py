@@ -9,13 +9,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from robench.core import results
 from robench.pipeline.checkpoints import weights_sha256
-from robench.pipeline.compute import resolve_device
 from robench.pipeline.escalation import FIRST_STEPS, RESTARTS
 from robench.pipeline.prepare import Prepared, attacked_images, test_arrays
 
 
-def describe(config, prepared: Prepared, backbone_params: int) -> dict:
-    """The config.json of a run: what a reader needs to trust and re-make its leaderboard."""
+def describe(plan, prepared: Prepared, backbone_params: int) -> dict:
+    """The config.json of a run (its settled ``plan``): what a reader needs to trust and re-make its leaderboard."""
+    config = plan.config
     images, split, test = prepared.images, prepared.split, prepared.test
     weights = config.backbone.weights
     return {
@@ -55,7 +55,7 @@ def describe(config, prepared: Prepared, backbone_params: int) -> dict:
         "attacked": attacked_images(prepared),
         "versions": {name: _version(name) for name in ("robench", "torch", "timm", "torchattacks", "peft")}
         | {"python": platform.python_version()},
-        "device": str(resolve_device(config.device)),
+        "device": str(plan.device),
         "precision": {"train": config.train_precision, "attack": config.attack_precision},
         "execution": {"executor": config.executor, "ray_address": config.ray_address,
                       "ray_gpus_per_task": config.ray_gpus_per_task, "channels_last": config.channels_last,

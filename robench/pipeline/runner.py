@@ -1,7 +1,7 @@
 """Runs the grid: for each strategy, defense and seed, train; then each attack at each eps; a row per cell.
 
-The order of a run: plan (robench.pipeline.plan: every name and option checked), settle what depends on
-the device, decode and split the data (robench.pipeline.prepare), check that the backbone builds and
+The order of a run: plan (robench.pipeline.plan: what depends on the device settled, every name and
+option checked, into one immutable Plan that every later step receives), decode and split the data (robench.pipeline.prepare), check that the backbone builds and
 every strategy can adapt it, write config.json (robench.pipeline.provenance, robench.pipeline.fingerprint), then
 hand the (strategy, seed) models to an executor (robench.pipeline.model_job does one model) and append
 their rows as they come; last, publish the leaderboard.
@@ -10,22 +10,19 @@ their rows as they come; last, publish the leaderboard.
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import replace
 from pathlib import Path
-
-import torch
 
 from robench.attack import CLEAN
 from robench.core import progress, results
 from robench.core.metrics import eps_label, majority_accuracy
 from robench.errors import RobenchError
-from robench.pipeline import compute, executors, resume, threads
+from robench.pipeline import executors, resume, threads
 from robench.pipeline.fingerprint import run_settings
 from robench.pipeline.limits import check_image_size
 from robench.pipeline.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model  # noqa: F401
 from robench.pipeline.models import check_backbone, create_backbone
 from robench.pipeline.options import Spec  # noqa: F401  (RunConfig's spec type, for callers building one)
-from robench.pipeline.plan import Plan, Planned, RunConfig, check_strategies_fit, plan, tell_attacks_the_classes  # noqa: F401
+from robench.pipeline.plan import Plan, Planned, RunConfig, check_strategies_fit, plan, settle, tell_attacks_the_classes  # noqa: F401
 from robench.pipeline.prepare import prepare_data, test_arrays
 from robench.pipeline.provenance import describe
 from robench.report import leaderboard, publish
@@ -37,9 +34,8 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     On an ``out`` that holds an earlier run of compatible settings, only the cells missing or
     failed there are run (see robench.pipeline.resume); two runs never write one ``out`` at once.
     """
-    device = compute.resolve_device(config.device)
-    config = settle(config, device)
-    planned = plan(config)  # after settle: an attack's precision is the one its device computes
+    planned = plan(config)
+    config, device = planned.config, planned.device
     executor = executors.choose(config.executor, config.ray_address, config.ray_gpus_per_task)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
     check_image_size(config.backbone, device)
@@ -50,27 +46,11 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
         if config.leaderboard_dir is not None:  # a file or a read-only mount is found now, not after the training
             writable_folder(config.leaderboard_dir, "--leaderboard-dir")
         with resume.exclusive(config.out, made), numerics(), threads.using(config.threads):
-            return _run_grid(config, planned, device, executor, log)
+            return _run_grid(planned, executor, log)
 
 
-def settle(config: RunConfig, device: torch.device) -> RunConfig:
-    """The config with what depends on the device decided (``auto`` precision, a task's GPU share),
-    refused in one line where it does not fit the device, and with absolute paths, which a Ray
-    worker in another directory (or on another machine) reads the same."""
-    weights = config.backbone.weights
-    return replace(
-        config,
-        train_precision=compute.resolve_precision(config.train_precision, device, "--train-precision"),
-        attack_precision=compute.resolve_attack_precisions(config.attack_precision, device),
-        ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device),
-        out=Path(config.out).absolute(),
-        threads=threads.choose(config.threads),
-        backbone=replace(config.backbone, weights=None if weights is None else Path(weights).absolute()),
-    )
-
-
-def _run_grid(config: RunConfig, planned: Plan, device, executor, log: progress.RunLog) -> tuple[Path, list[dict]]:
-    strategies, attacks = planned.strategies, planned.attacks
+def _run_grid(planned: Plan, executor, log: progress.RunLog) -> tuple[Path, list[dict]]:
+    config, strategies, attacks = planned.config, planned.strategies, planned.attacks
     prepared = prepare_data(config, planned.dataset)
     tell_attacks_the_classes(attacks, prepared)
     model, _, _ = create_backbone(config.backbone, len(prepared.images.classes))  # weights that do not fit fail before any training
@@ -78,13 +58,13 @@ def _run_grid(config: RunConfig, planned: Plan, device, executor, log: progress.
     check_strategies_fit(strategies, model, config.backbone.label)
     del model
     majority = majority_accuracy(prepared.images.labels[prepared.split.train], test_arrays(prepared)[1])
-    settings = run_settings(config, prepared, strategies, attacks)
-    results.write_config(config.out, resume.start(config.out, describe(config, prepared, backbone_params) | {"comparable": settings}))
+    settings = run_settings(planned, prepared)
+    results.write_config(config.out, resume.start(config.out, describe(planned, prepared, backbone_params) | {"comparable": settings}))
     done = resume.finished(results.read_rows(config.out))
 
     failed = []
     cells = [(strategy, seed) for strategy in strategies for seed in config.seeds]
-    context = {"config": config, "attacks": attacks, "prepared": prepared, "device": device, "settings": settings, "done": done}
+    context = {"plan": planned, "prepared": prepared, "settings": settings, "done": done}
     log.start(len(strategies), len(config.seeds), len(attacks), len(config.eps), config.threads, config.out)
     with closing(executor(model_rows, cells, context)) as finished_models:
         for finished in finished_models:
@@ -92,7 +72,7 @@ def _run_grid(config: RunConfig, planned: Plan, device, executor, log: progress.
             working = log.model(strategy.label, seed, live=executor is executors.local)  # local: it trains as its rows are read
             fresh = []
             if finished.error is not None:
-                finished.rows = lost_model_rows(config, strategy, attacks, seed, done, finished.error)
+                finished.rows = lost_model_rows(planned, strategy, seed, done, finished.error)
             for row in finished.rows:
                 row |= {"majority_acc": majority}
                 results.append_row(config.out, row)
