@@ -168,3 +168,21 @@ def test_the_bound_resamples_within_each_class():
     assert point[0] == pytest.approx(2 / 3) and low[0] == pytest.approx(2 / 3)
     point, low = rankable.balanced_accuracy_bound({0: np.asarray(answers(alive(45)))}, LABELS)  # `c` all wrong
     assert point[0] == pytest.approx(2 / 3) and low[0] == pytest.approx(2 / 3)
+
+
+def test_a_worst_case_over_fewer_attacks_is_not_ranked_against_the_others_and_says_which(tmp_path):
+    """Issue 28: a strategy whose worst case lacks an attack the others ran is kinder, not comparable."""
+    extra = [("autoattack", 0.01), ("autoattack", 0.02)]
+    full = {column: answers(alive(k)) for column, k in zip(COLUMNS + extra, (30, 24, 20, 16, 22, 14))}
+    rows = model_rows("good", 0, answers(alive(54)), full)
+    rows += model_rows("partial", 0, answers(alive(54)), {column: answers(alive(k)) for column, k in zip(COLUMNS, (40, 40, 30, 30))})
+    page = leaderboard.render(write_run(tmp_path / "run", rows, strategies=("good", "partial")))
+    ranks = {strategy: cells[0] for strategy, cells in main_rows(page).items()}
+    assert ranks == {"good": "1", "partial": "–"}
+    assert ("Not ranked: partial: its worst case@0.01 lacks autoattack in seed 0, which another strategy's includes: "
+            "it would be kinder, not comparable; re-run the run's command to complete it; its worst case@0.02 lacks "
+            "autoattack in seed 0") in page
+    both = model_rows("partial", 0, answers(alive(54)), {column: answers(alive(40)) for column in COLUMNS + extra})
+    page = leaderboard.render(write_run(tmp_path / "complete", model_rows("good", 0, answers(alive(54)), full) + both,
+                                        strategies=("good", "partial")))
+    assert {strategy: cells[0] for strategy, cells in main_rows(page).items()} == {"partial": "1", "good": "2"}

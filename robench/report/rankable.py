@@ -21,7 +21,12 @@ when
 - **records missing**: a headline column (the first attack at every eps) has no ok row with
   per-image records in a seed where another strategy that passed the two checks above has every
   headline column (a failed cell, a row without records, a strategy run on fewer seeds), so the
-  rank's test could not pair it with the others on the same images and seeds.
+  rank's test could not pair it with the others on the same images and seeds;
+- **fewer attacks** (issue 28): its worst case at a headline eps lacks, in some seed, an attack
+  that another ranked strategy's worst case there includes (a cell that failed or was never run,
+  an AutoAttack stopped on a robust model): a worst case over fewer attacks is kinder, so it is not
+  compared with theirs. The reason names the missing attacks; re-running the run's command (it
+  resumes and runs only the missing cells) completes it.
 
 The first two make a model's robustness meaningless, so it also leaves the paired comparisons; the
 third is a gap in the records, and the strategy stays compared on the columns it has.
@@ -43,6 +48,7 @@ import pandas as pd
 
 from robench.attack import CLEAN
 from robench.core.metrics import eps_label
+from robench.core.results import attack_norms
 from robench.report import uncertainty
 from robench.report.worst_case import WORST_LABELS, survived
 
@@ -72,6 +78,8 @@ def reasons(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
         seeds = wanted or set(frame.loc[frame["strategy"] == strategy, "seed"].dropna().astype(int))
         if complete[strategy] != seeds and (why := records_problem(frame, labels, strategy, headline, seeds)):
             gaps[strategy] = why
+    fewer = attacks_problems(frame, labels, [s for s in learned if s not in gaps], headline)
+    gaps |= fewer
     return NotRanked({s: found.get(s) or gaps[s] for s in strategies if s in found or s in gaps}, frozenset(found))
 
 
@@ -137,6 +145,29 @@ def records_problem(frame: pd.DataFrame, labels: np.ndarray, strategy: str, head
             found.append(f"no {attack}@{eps_label(eps)} in seed {', '.join(map(str, lacking))} "
                          f"({_why(frame, strategy, attack, eps, lacking)})")
     return "; ".join(found) or None
+
+
+def attacks_problems(frame: pd.DataFrame, labels: np.ndarray, strategies: Sequence[str],
+                     headline: Sequence[tuple[str, float]]) -> dict[str, str]:
+    """strategy -> which attacks its worst case lacks at a headline eps (in which seeds), where the
+    worst case of another of ``strategies`` includes them: like is compared with like only."""
+    hits = survived(frame, labels)
+    usable = frame[(frame["status"] == "ok") & hits.notna() & (frame["attack"] != CLEAN) & ~frame["attack"].isin(WORST_LABELS)]
+    found: dict[str, list[str]] = {}
+    for attack, eps in headline:
+        if attack not in WORST_LABELS:
+            continue
+        cells = usable[(usable["eps"] == eps) & (attack_norms(usable) == WORST_LABELS[attack])]
+        ran = {(s, int(seed)): set(group["attack"]) for (s, seed), group in cells.groupby(["strategy", "seed"])}
+        everyone = set().union(*(attacks for (s, _), attacks in ran.items() if s in strategies))
+        for strategy in strategies:
+            seeds = sorted(seed for s, seed in ran if s == strategy)
+            lacking = {seed: sorted(everyone - ran[(strategy, seed)]) for seed in seeds if everyone - ran[(strategy, seed)]}
+            for seed, missing in lacking.items():
+                found.setdefault(strategy, []).append(
+                    f"its {attack}@{eps_label(eps)} lacks {', '.join(missing)} in seed {seed}, which another strategy's "
+                    "includes: it would be kinder, not comparable; re-run the run's command to complete it")
+    return {strategy: "; ".join(lines) for strategy, lines in found.items()}
 
 
 def _why(frame: pd.DataFrame, strategy: str, attack: str, eps: float, seeds: list[int]) -> str:
