@@ -51,6 +51,30 @@ class Recipe:
 
 
 RECIPE_FIELDS = {f.name: typing.get_type_hints(Recipe)[f.name] for f in dataclasses.fields(Recipe)}
+TUNABLE = tuple(name for name, kind in RECIPE_FIELDS.items() if kind is float)  # what `--tune` may search
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRange:
+    """A range ``robench run --tune`` searches for one recipe field: [low, high], on a log scale by
+    default. ``per_256``: the range is for a batch of 256 images and scales linearly with the
+    recipe's batch size (the VPT paper's rule for its SGD learning rates)."""
+
+    low: float
+    high: float
+    log: bool = True
+    per_256: bool = False
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"the range {self.low:g}:{self.high:g} is empty: LOW must be below HIGH")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs LOW > 0, got {self.low:g}")
+
+    def for_batch(self, batch_size: int) -> SearchRange:
+        """The range for a recipe of ``batch_size`` images per step."""
+        scale = batch_size / 256 if self.per_256 else 1.0
+        return SearchRange(self.low * scale, self.high * scale, self.log)
 
 
 class Strategy:
@@ -59,6 +83,9 @@ class Strategy:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     recipe: ClassVar[Recipe] = Recipe()
+    # What `--tune` searches, per recipe field (of TUNABLE): declared next to the recipe, from the
+    # method's paper where it gives one. Empty: the strategy can be tuned only with ranges given.
+    search_space: ClassVar[dict[str, SearchRange]] = {}
 
     def adapt(self, model: nn.Module) -> nn.Module:
         """Turn a backbone (with a fresh classification head) into the model to train.

@@ -18,7 +18,7 @@ least (BEiT, Bao et al. 2022; timm's ``layer_decay`` through the ViT's ``group_m
 from torch import nn
 
 import robench
-from robench.strategy import Recipe, Strategy, single_head
+from robench.strategy import Recipe, SearchRange, Strategy, single_head
 
 
 class Full(Strategy):
@@ -26,6 +26,7 @@ class Full(Strategy):
 
     name = "full"
     recipe = Recipe(optimizer="adamw", lr=1e-4, weight_decay=0.05, epochs=10, warmup_epochs=1, batch_size=32)
+    search_space = {"lr": SearchRange(1e-5, 1e-3), "weight_decay": SearchRange(1e-3, 0.3)}  # AdamW's usual fine-tuning ranges
 
     def __init__(self, layer_decay: float | None = None):
         if layer_decay is not None and not 0 < layer_decay <= 1:

@@ -13,7 +13,7 @@ ten epochs cost one backbone pass. Defaults: AdamW, lr 1e-3, 30 epochs on cached
 from torch import nn
 
 import robench
-from robench.strategy import Recipe, Strategy, single_head
+from robench.strategy import Recipe, SearchRange, Strategy, single_head
 
 
 class LinearProbe(Strategy):
@@ -21,6 +21,7 @@ class LinearProbe(Strategy):
 
     name = "linear_probe"
     recipe = Recipe(optimizer="adamw", lr=1e-3, weight_decay=1e-4, epochs=30, warmup_epochs=0, batch_size=64, augment=False)
+    search_space = {"lr": SearchRange(1e-4, 1e-1), "weight_decay": SearchRange(1e-6, 1e-2)}
 
     def adapt(self, model: nn.Module) -> nn.Module:
         head = single_head(model, self.name)

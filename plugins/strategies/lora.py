@@ -34,7 +34,7 @@ from torch import nn
 
 import robench
 from robench.errors import PluginError
-from robench.strategy import Recipe, Strategy, architecture, single_head
+from robench.strategy import Recipe, SearchRange, Strategy, architecture, single_head
 
 # The attention input projections of timm's families, by their Linear layers' last names, first match wins.
 ATTENTION_TARGETS = (("qkv",), ("q_proj", "k_proj", "v_proj"), ("q", "kv"))
@@ -45,6 +45,7 @@ class LoRA(Strategy):
 
     name = "lora"
     recipe = Recipe(optimizer="adamw", lr=5e-4, weight_decay=0.01, epochs=10, warmup_epochs=1, batch_size=32)
+    search_space = {"lr": SearchRange(1e-4, 1e-2), "weight_decay": SearchRange(1e-4, 0.1)}  # around the paper's 2e-4 to 5e-4
 
     def __init__(self, rank: int = 8, alpha: float = 8.0, dropout: float = 0.0, targets: tuple[str, ...] | None = None):
         if rank < 1:

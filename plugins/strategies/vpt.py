@@ -53,7 +53,7 @@ from torch import nn
 
 import robench
 from robench.errors import PluginError
-from robench.strategy import Recipe, Strategy, architecture, single_head
+from robench.strategy import Recipe, SearchRange, Strategy, architecture, single_head
 
 SERVED = (VisionTransformer, Eva)  # timm's ViT (ViT, DeiT, CLIP, DINOv2, MAE, SigLIP) and EVA/EVA-02
 USED = ("_pos_embed", "forward_features", "forward_head", "pool")  # their methods the prompted pass relies on
@@ -143,6 +143,9 @@ class _VPT(Strategy):
     deep: ClassVar[bool]
     recipe = Recipe(optimizer="sgd", lr=0.25, weight_decay=1e-4, momentum=0.9, epochs=10, warmup_epochs=1,
                     schedule="cosine", batch_size=32)
+    # The paper's grid (Jia et al. 2022, Appendix A): base lr 0.05 to 50 for a batch of 256, scaled
+    # linearly with the batch size; weight decay 1e-4 to 1e-2.
+    search_space = {"lr": SearchRange(0.05, 50.0, per_256=True), "weight_decay": SearchRange(1e-4, 1e-2)}
 
     def __init__(self, prompts: int = 10, dropout: float = 0.0):
         if prompts < 1:

@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--escalation", default="3", metavar="ROUNDS|off",
                      help="attack the images every attack left correct at an eps again, harder, for up to ROUNDS rounds "
                      "(default 3; robench/pipeline/escalation.py), so that the worst case holds against stronger attacks; off: none")
+    run.add_argument("--tune", metavar="FIELDS",
+                     help="search each strategy's recipe on the validation split before training, with Optuna (TPE, "
+                     "successive-halving pruning): recipe fields, each strategy's declared range (lr,weight_decay) or "
+                     "one given (lr=1e-5:1e-2); the chosen recipe trains every seed (robench/pipeline/tuning.py)")
+    run.add_argument("--tune-budget", default="12x2", metavar="TRIALSxEPOCHS",
+                     help="what --tune may spend per strategy, the same for all: trials of at most that many epochs "
+                     "(default 12x2)")
     run.add_argument("--protocol", choices=["all", "correct"], default="all",
                      help="headline robust accuracy: over all test images (default) or the clean-correct subset")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")

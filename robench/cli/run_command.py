@@ -57,6 +57,7 @@ def config_from_args(args, argv):
     from robench.pipeline.prepare import resolve_dataset
     from robench.pipeline.registry import load_registry
     from robench.pipeline.runner import RunConfig
+    from robench.pipeline.tuning import parse_budget, parse_tune
     from robench.report.export import parse_formats
 
     if args.config is not None or args.preset is not None:
@@ -88,6 +89,8 @@ def config_from_args(args, argv):
         attack_batch_size=args.attack_batch_size,
         attack_samples=args.attack_samples,
         escalation=parse_escalation(args.escalation),
+        tune=None if args.tune is None else parse_tune(args.tune),
+        tune_budget=parse_budget(args.tune_budget),
         device=args.device,
         train_precision=args.train_precision,
         attack_precision=args.attack_precision,

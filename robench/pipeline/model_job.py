@@ -4,6 +4,7 @@ a cell that fails is recorded with its error and the others go on."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections.abc import Iterator
@@ -137,12 +138,20 @@ def _model_fields(strategy: Planned, seed: int) -> dict:
             "defense_name": strategy.defense.plugin.name if strategy.defense else NONE}
 
 
-def train_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, settings: dict | None = None):
+def train_trial(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, on_epoch) -> None:
+    """One ``--tune`` trial (robench.pipeline.tuning): the model job's training, reporting each epoch,
+    with no checkpoint read or written (a trial's weights are not kept)."""
+    train_model(plan, strategy, seed, prepared, keep=False, on_epoch=on_epoch)
+
+
+def train_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, settings: dict | None = None,
+                keep: bool = True, on_epoch=None):
     """Build, adapt and train one model, or load what it trained from an earlier run's checkpoint;
     return it ready for attacks, with its training facts. ``settings``: the run's
     (robench.pipeline.fingerprint.run_settings), which the checkpoint's key is cut from."""
     config, device = plan.config, plan.device
     settings = settings or run_settings(plan, prepared)
+    settings = settings | {"recipes": settings["recipes"] | {strategy.label: dataclasses.asdict(strategy.recipe)}}
     num_classes = len(prepared.images.classes)
     seed_everything(seed)
     vit, mean, std = create_backbone(config.backbone, num_classes)
@@ -160,7 +169,7 @@ def train_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, se
     trainable = _count(model, trainable_only=True)
     key = model_key(settings, strategy, seed, prepared)
     stored = checkpoints.path_for(config.out, key)
-    info = checkpoints.load(stored, adapted, own_buffers, key)
+    info = checkpoints.load(stored, adapted, own_buffers, key) if keep else None
     if info is not None:  # trained by an earlier run of this out dir
         return _for_evaluation(strategy, adapted, mean, std, device), info
     if config.channels_last:
@@ -176,7 +185,7 @@ def train_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, se
             num_classes, seed, device, label=f"{strategy.label} seed {seed}", precision=config.train_precision,
             defense=strategy.defense.plugin if strategy.defense else None,
             features=features.in_run_folder(config.out, key, adapted, config.train_precision, device),
-            symmetries=prepared.dataset.symmetries,
+            symmetries=prepared.dataset.symmetries, on_epoch=on_epoch,
         )
     info = {
         "trainable_params": trainable,
@@ -187,7 +196,8 @@ def train_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, se
         "seconds_per_epoch": result.seconds / result.epochs,
         "peak_mem_mb": memory.mb - compute.device_bytes(train_data) / 2**20,  # the model's, not the data's
     }
-    checkpoints.save(stored, adapted, own_buffers, key, info)
+    if keep:
+        checkpoints.save(stored, adapted, own_buffers, key, info)
     return _for_evaluation(strategy, adapted, mean, std, device), info
 
 

@@ -30,6 +30,8 @@ from robench.pipeline.limits import check_numbers
 from robench.pipeline.options import Spec, coerce, resolve
 from robench.pipeline.prepare import SPLIT_TEST, Prepared, resolve_dataset
 from robench.pipeline.registry import load_registry
+from robench.pipeline.tuning import DEFAULT_BUDGET, Budget
+from robench.pipeline.tuning import check as check_tuning
 from robench.strategy import RECIPE_FIELDS, Recipe, Strategy
 
 
@@ -72,6 +74,8 @@ class RunConfig:
     log_json: Path | None = None  # also append the run's progress events there (robench.core.progress)
     force: bool = False  # replace a page in leaderboard_dir made from other runs
     formats: tuple[str, ...] = ("md",)  # the page, and its table as "csv" and "json" (robench.report.export)
+    tune: dict | None = None  # --tune: recipe field -> its range, or None for the strategy's (robench.pipeline.tuning)
+    tune_budget: Budget = DEFAULT_BUDGET  # what each strategy's search may spend
     # The plugin of ``dataset`` where the CLI already resolved it (for its defaults): not resolved twice.
     dataset_plugin: Dataset | None = field(default=None, compare=False, repr=False)
 
@@ -132,6 +136,8 @@ def plan(config: RunConfig) -> Plan:
                                f"raise eps_max (e.g. {attack.plugin.name}:eps_max={max(config.eps):g}) or drop that eps")
     defenses = plan_defenses(registry, config.defenses)
     strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
+    if config.tune:
+        check_tuning(strategies, config.tune)
     if config.reference is not None and config.reference not in [p.label for p in strategies]:
         raise RobenchError(f"--reference {config.reference!r} is not a strategy of this run: use one of "
                            f"{', '.join(p.label for p in strategies)}")

@@ -19,12 +19,13 @@ from robench.errors import RobenchError
 from robench.pipeline import executors, resume, threads
 from robench.pipeline.fingerprint import run_settings
 from robench.pipeline.limits import check_image_size
-from robench.pipeline.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model  # noqa: F401
+from robench.pipeline.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model, train_trial  # noqa: F401,E501
 from robench.pipeline.models import check_backbone, create_backbone
 from robench.pipeline.options import Spec  # noqa: F401  (RunConfig's spec type, for callers building one)
 from robench.pipeline.plan import Plan, Planned, RunConfig, check_strategies_fit, plan, settle, tell_attacks_the_classes  # noqa: F401
 from robench.pipeline.prepare import prepare_data, test_arrays
 from robench.pipeline.provenance import describe
+from robench.pipeline.tuning import tune
 from robench.report import leaderboard, publish
 
 
@@ -57,9 +58,13 @@ def _run_grid(planned: Plan, executor, log: progress.RunLog) -> tuple[Path, list
     backbone_params = _count(model)
     check_strategies_fit(strategies, model, config.backbone.label)
     del model
+    tuning = None
+    if config.tune:  # the chosen recipes replace the declared ones in the plan every later step receives
+        planned, tuning = tune(planned, prepared, train_trial)
+        strategies = planned.strategies
     majority = majority_accuracy(prepared.images.labels[prepared.split.train], test_arrays(prepared)[1])
     settings = run_settings(planned, prepared)
-    results.write_config(config.out, resume.start(config.out, describe(planned, prepared, backbone_params) | {"comparable": settings}))
+    results.write_config(config.out, resume.start(config.out, describe(planned, prepared, backbone_params) | {"comparable": settings, "tuning": tuning}))
     done = resume.finished(results.read_rows(config.out))
 
     failed = []

@@ -122,6 +122,7 @@ def train(
     defense: Defense | None = None,
     features: Callable[[Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]] | None = None,
     symmetries: str = "dihedral",
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (whose inner model the strategy adapted) and keep the best epoch's weights.
 
@@ -133,7 +134,8 @@ def train(
     as an attack's are (robench.attack.exact_arithmetic): no autocast, no subnormal flush. ``features``, given
     a function computing the frozen features {"train", "val"}, returns them: from disk when they
     were computed before (robench.pipeline.features.stored); by default it computes them. ``symmetries``:
-    the dataset's, which ``recipe.augment`` draws from (none: nothing is augmented).
+    the dataset's, which ``recipe.augment`` draws from (none: nothing is augmented). ``on_epoch(epoch,
+    val_bacc)`` is told each epoch's validation balanced accuracy (``--tune``'s pruner reads it).
     """
     adapted = model.model
     started = time.perf_counter()
@@ -203,6 +205,8 @@ def train(
         val_bacc = balanced_accuracy(val_labels, preds == val_labels)
         if val_bacc > best_bacc:
             best_bacc, best_epoch, best_state = val_bacc, epoch, _trainable_state(trained)
+        if on_epoch is not None:
+            on_epoch(epoch, val_bacc)
     trained.load_state_dict(best_state, strict=False)
     return TrainResult(best_epoch, best_bacc, recipe.epochs, time.perf_counter() - started, cached)
 

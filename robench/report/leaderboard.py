@@ -206,11 +206,29 @@ def header(config: Mapping) -> str:
     defenses = [defense for defense in config.get("defenses") or () if defense != NONE]
     if defenses:
         lines.append(f"- **defenses** (adversarial training; a row `strategy + defense` trained under it): {', '.join(defenses)}")
+    tuned = tuning_line(config.get("tuning"))
+    if tuned:
+        lines.append(tuned)
     subset = config.get("attack_samples")
     if subset:
         lines.append(f"- **attacks**: on a class-stratified subset of {subset['n']} of {subset['of']} test images, "
                      f"the same for every strategy and seed; clean acc and balanced acc use all {subset['of']}")
     return "\n".join(lines) + f"\n\nCommand:\n\n```\n{get('command')}\n```"
+
+
+def tuning_line(record: dict | None) -> str | None:
+    """The page header's line: how each recipe was chosen (None for a run that did not tune)."""
+    if not record:
+        return None
+    budget = record["budget"]
+    parts = []
+    for label, found in record["strategies"].items():
+        values = ", ".join(f"{name} {value:.3g}" for name, value in found["chosen"].items())
+        parts.append(f"{label}: {values} chosen from {len(found['trials'])} trials on validation "
+                     f"(balanced accuracy {100 * found['value']:.1f}%)")
+    return (f"- **recipes tuned** (`--tune`, the same budget for every strategy: {budget['trials']} trials of at most "
+            f"{budget['epochs']} epochs, {record['sampler']} with {record['pruner']}, on the validation split, seed "
+            f"{record['seed']}): " + "; ".join(parts))
 
 
 def _plots_section(plots: Sequence[tuple[str, str]]) -> str:
