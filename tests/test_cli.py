@@ -26,6 +26,7 @@ def test_list_shows_every_builtin_with_package_and_options(capsys):
     assert "from robench 0.2.0; options: steps=10, alpha=None, random_start=True" in out
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_synthetic_run_writes_rows_config_and_leaderboard(capsys, tmp_path):
     out_dir, boards = tmp_path / "run", tmp_path / "boards"
     code, out, err = run_cli(

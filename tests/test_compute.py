@@ -94,6 +94,7 @@ def test_a_run_resumed_with_another_precision_is_refused_and_one_from_before_pre
 
 # --- channels-last ----------------------------------------------------------------------------
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_channels_last_gives_the_same_rows(capsys, tmp_path, monkeypatch):
     plain = read_rows(_grid(capsys, tmp_path, "plain"))
     converted = []
@@ -139,6 +140,7 @@ def test_compiling_keeps_the_model_its_submodules_and_its_state_dict_keys(micro_
     assert all(key.startswith("_orig_mod.") for key in torch.compile(Normalized(inner, mean, std)).state_dict())
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_compile_flag_compiles_each_model_that_trains(capsys, tmp_path, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))

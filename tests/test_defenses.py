@@ -114,6 +114,7 @@ def undefended_robust(synthetic):
 
 @pytest.mark.parametrize("defense", [PGDAT(eps=EPS, steps=3),
                                      pytest.param(TRADES(eps=EPS, steps=2), marks=pytest.mark.slow)], ids=lambda d: d.name)
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_adversarial_training_makes_the_micro_vit_more_robust_under_pgd(synthetic, undefended_robust, defense):
     """Same model, data, recipe and seed, with and without the defense: PGD at the defense's eps
     leaves the undefended model far less accuracy than the defended one. Measured with these settings
@@ -281,6 +282,7 @@ def test_bad_defenses_are_one_line_and_exit_code_2(capsys, tmp_path, defenses, m
     assert not (tmp_path / "r" / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_run_with_defenses_has_a_model_per_strategy_and_defense_and_resumes_each(capsys, tmp_path):
     out_dir = tmp_path / "run"
     argv = ["run", *FAST, "--strategies", "linear_probe", "--out", str(out_dir), "--leaderboard-dir", str(tmp_path), "--name", "d"]

@@ -220,6 +220,7 @@ def independent_fgsm(model, x, y, eps):
     return torch.clamp(x + eps * grad.sign(), 0, 1).detach()
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_vpt_shallow_run_matches_an_independent_pgd_and_fgsm_image_by_image(capsys, tmp_path):
     """A real run (CLI, subnormal flush on as in every run) of a trained micro ViT with VPT-shallow,
     replayed outside robench's attack code with the run's seeding: same predictions per image."""

@@ -63,6 +63,7 @@ def test_each_examples_own_tests_pass_as_shipped(example, monkeypatch):
             getattr(module, name)()
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_installed_plugin_runs_and_gets_a_leaderboard_row(installed, tmp_path):
     result = robench(installed, "run", "--dataset", "synthetic", "--strategies", "bitfit:train_norms=true",
                      "--attacks", "fgsm", "--eps", "0.01", "--epochs", "1", "--out", "run", "--name", "b", cwd=tmp_path)
@@ -80,6 +81,7 @@ def test_without_the_plugin_the_name_is_unknown(tmp_path, capsys):
     assert "unknown strategy 'bitfit'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_installed_attack_plugin_is_listed_and_is_weaker_than_fgsm(installed, listing, tmp_path):
     assert "random_sign" in listing.stdout and "from robench-random-sign 0.1.0; options: draws=1" in listing.stdout
     result = robench(installed, "run", "--dataset", "synthetic", "--strategies", "linear_probe",

@@ -67,6 +67,7 @@ def test_ray_not_installed_is_one_line_saying_what_to_install(capsys, tmp_path, 
     assert code == 2 and err.count("\n") == 1 and 'pip install "robench[ray]"' in err, err
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_the_local_executor_does_not_import_ray(tmp_path):
     argv = ["run", *BASE, "--seeds", "0", "--strategies", "linear_probe", "--out", str(tmp_path / "run"),
             "--leaderboard-dir", str(tmp_path)]

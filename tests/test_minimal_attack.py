@@ -50,6 +50,7 @@ def correct(trained):
     return model, x[keep][:24], y[keep][:24]
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_minimal_eps_is_not_above_bisection_pgd_beyond_one_step(correct):
     model, x, y = correct
     torch.manual_seed(0)
@@ -68,6 +69,7 @@ def test_minimal_eps_is_not_above_bisection_pgd_beyond_one_step(correct):
         assert (model(adversarial[found]).argmax(1) != y[found]).all()
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_stronger_pgd_one_step_below_eps_star_fools_few(correct):
     """The issue-21 check, on the micro ViT: PGD-50 on the margin from 3 random starts (written in
     tests/test_escalation.py, outside robench) at eps*/2^(1/12) fools at most 10% of the images."""
@@ -158,6 +160,7 @@ def test_median_and_auc_follow_the_records():
     assert minimal_eps.median_and_auc(survivors, eps_max)["median"][0] == float("inf")
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_every_row_kind_is_recomputed_from_its_records(tmp_path, capsys):
     """Clean rows, fixed-eps rows and minimal rows of a real CLI run: each number from read_records."""
     from robench.cli import main

@@ -159,6 +159,7 @@ def test_models_finished_elsewhere_or_earlier_and_an_interrupted_run(monkeypatch
     assert found[-1]["event"] == "run_end" and found[-1]["status"] == "interrupted"
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_synthetic_run_talks_in_its_log(monkeypatch, capsys, tmp_path):
     """The command with output going to a file: plain lines, the JSON events, the threads recorded."""
     from robench.cli import main

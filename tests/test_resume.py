@@ -120,6 +120,7 @@ def checkpoint_count(out_dir: Path) -> int:
     return len(list((out_dir / "checkpoints").glob("*.safetensors")))
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_kill_9_at_several_points_then_the_same_command_gives_the_uninterrupted_rows(tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     uninterrupted = start(reference, tmp_path)
@@ -169,6 +170,7 @@ def test_partial_files_a_killed_run_left_are_removed_when_it_resumes(capsys, tmp
     assert not [path for path in left if path.exists()]
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_an_extra_attack_eps_and_seed_extend_the_run_without_retraining(capsys, tmp_path, train_calls, monkeypatch):
     out_dir = tmp_path / "run"
     common = [*FAST[:-3], "--quiet", "--strategies", "full,linear_probe", "--out", str(out_dir), "--leaderboard-dir", str(tmp_path)]
@@ -310,6 +312,7 @@ def test_a_second_run_on_the_same_out_refuses_while_the_first_holds_it(capsys, t
 
 # --- determinism ------------------------------------------------------------------------------
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_the_same_command_twice_gives_identical_rows_apart_from_timings(capsys, tmp_path):
     def rows(name):
         assert run_cli(capsys, "run", *FAST, "--strategies", "full,linear_probe", "--attacks", "fgsm,pgd:steps=2",

@@ -269,6 +269,7 @@ def test_a_backbone_vpt_cannot_serve_fails_before_any_training(capsys, tmp_path)
     assert not (tmp_path / "r" / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_the_seed_study_grid_is_one_command_with_a_row_per_variant(capsys, tmp_path):
     out_dir = tmp_path / "run"
     code, _, err = run_cli(

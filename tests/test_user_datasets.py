@@ -39,6 +39,7 @@ def run(tmp_path, capsys, *argv) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_folder_dataset_with_3_classes_runs_the_whole_grid(tmp_path, capsys):
     classes = ("effusion", "normal", "pneumonia")
     class_folders(tmp_path / "xray", classes, per_class=14)
@@ -57,6 +58,7 @@ def test_folder_dataset_with_3_classes_runs_the_whole_grid(tmp_path, capsys):
     assert "1/3 = 33.33%" in page  # chance balanced accuracy with 3 classes
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_csv_dataset_with_10_classes_and_groups_runs_the_whole_grid(tmp_path, capsys):
     root = tmp_path / "cells"
     lines = ["file,diagnosis,patient"]
