@@ -8,6 +8,7 @@ wrote is what a notebook sees, however the run was made. docs/python-api.md show
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -72,6 +73,9 @@ def run(**options) -> Results:
 
 def load_run(run_dir: str | Path) -> Results:
     """The results of a finished (or interrupted) run, from its folder: the ``out`` of ``run``."""
+    if not isinstance(run_dir, str | os.PathLike):
+        raise RobenchError(f"robench.load_run() takes a run folder (a path or a string), not {type(run_dir).__name__} "
+                           f"{run_dir!r}: pass the out of robench.run, e.g. load_run('runs/my-run')")
     run_dir = results.run_folder(run_dir)
     page = run_dir / LEADERBOARD_FILE
     return Results(run_dir, page if page.is_file() else None)
@@ -80,7 +84,7 @@ def load_run(run_dir: str | Path) -> Results:
 def list_plugins(kind: str | None = None) -> pd.DataFrame:
     """Every installed strategy, attack, defense, dataset and backbone provider (or those of one
     ``kind``): its name, what it does, its options with their defaults, and the package it comes from."""
-    if kind is not None and kind not in KINDS:
+    if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
         raise RobenchError(f"unknown plugin kind {kind!r}: use one of {', '.join(KINDS)}")
     rows = [{"kind": plugin.kind, "name": plugin.name, "description": plugin.description,
              "options": {name: None if p.default is p.empty else p.default for name, p in plugin.options().items()},

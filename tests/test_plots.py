@@ -3,6 +3,7 @@ curves made of the leaderboard's own numbers, starting at the clean model."""
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from pathlib import Path
@@ -131,3 +132,25 @@ def test_plot_command_errors_are_one_line(tmp_path, capsys):
     assert main(["plot", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "run directory" in err and "no attacked cells" in err
+
+
+
+def test_labels_with_dollars_are_drawn_as_text_and_labels_whose_slugs_collide_keep_a_plot_each(tmp_path):
+    """Issue 24: a label holding `$\\alpha^$` once reached matplotlib's mathtext and raised (no page for
+    that run ever again), and two labels differing only in a full-width digit shared one PNG."""
+    from robench.report.plots import file_names
+
+    files = file_names("t", ["pgd(steps=2)", "pgd(steps=\uff12)", "fgsm"])
+    assert len(set(files.values())) == 3 and files["fgsm"] == "t-fgsm.png"
+    run_dir = make_run(tmp_path / "run")
+    renames = {"fgsm": "fgsm $\\alpha^$", "pgd": "pgd(steps=\uff12)", "full": "$\\alpha^$ full"}
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    for found in rows:
+        found["attack"] = renames.get(found["attack"], found["attack"])
+        found["strategy"] = renames.get(found["strategy"], found["strategy"])
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(found) + "\n" for found in rows))
+    written = write_plots(run_dir, [tmp_path / "png"], NAME)
+    assert {attack for attack, _ in written} >= {renames["fgsm"], renames["pgd"]}
+    assert len({file for _, file in written}) == len(written)
+    for _, file in written:
+        assert_png(tmp_path / "png" / file)

@@ -75,10 +75,25 @@ def write(pages: Sequence[Path], runs, formats: Sequence[str]) -> None:
     for page in pages:
         if "csv" in formats:
             with replacing(page.with_suffix(".csv")) as partial:
-                rows.to_csv(partial, index=False)
+                spreadsheet_safe(rows).to_csv(partial, index=False)
         if "json" in formats:
             with replacing(page.with_suffix(".json")) as partial:
                 partial.write_text(json.dumps(document, indent=1, default=_number) + "\n")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula (a strategy, class or
+    attack label starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: OWASP's CSV
+    injection) prefixed with a quote, which shows it as text. Numbers are left as they are; JSON
+    needs none of this."""
+    def safe(value):
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    return table.apply(lambda column: column.astype(object).map(safe) if column.map(lambda v: isinstance(v, str)).any()
+                       else column)
 
 
 def _number(value):

@@ -159,7 +159,7 @@ def write_per_class(runs: Path | Sequence[Path], out_dirs: Sequence[Path], name:
     table = table.round({"clean_recall": 4, "robust_recall": 4, "malignant_to_benign": 4})
     for folder in dict.fromkeys(Path(d).resolve() for d in out_dirs):
         with replacing(folder / f"{name}-per-class.csv") as partial:
-            table.to_csv(partial, index=False)
+            export.spreadsheet_safe(table).to_csv(partial, index=False)
 
 
 def header(config: Mapping) -> str:

@@ -15,6 +15,7 @@ global backend switch), so plotting works on a headless server and inside a note
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -46,14 +48,25 @@ from robench.report.worst_case import WORST_LABELS, norm_of
 
 DPI = 120
 CONFUSION = "confusion"  # the first element of the confusion plot's pair in write_plots' result
+CONFUSION_KEY = "\0confusion"  # its file's key among the attacks' (no attack label holds a NUL): <name>-confusion.png
 Y_LABELS = {"all": "robust accuracy, all test images (%)", "correct": "accuracy on clean-correct images (%)"}
 SYMBOLS = {"Linf": "L∞", "L2": "L2"}  # how an axis names a norm (robench.attack.NORMS)
 
 
 def file_name(name: str, attack: str) -> str:
     """``("t", "pgd(steps=20)")`` -> ``"t-pgd-steps-20.png"``: safe in a file system and a link."""
-    slug = re.sub(r"[^A-Za-z0-9._]+", "-", attack).strip("-") or "attack"
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", attack, flags=re.ASCII).strip("-") or "attack"
     return f"{name}-{slug}.png"
+
+
+def file_names(name: str, labels: Sequence[str]) -> dict[str, str]:
+    """label -> its PNG, one file per label: labels whose slugs collide (``pgd(steps=2)`` and
+    ``pgd(steps=２)``, a full-width digit) each get a short hash of the label, so that no plot
+    replaces another's."""
+    plain = {label: file_name(name, label) for label in labels}
+    shared = {file for file in plain.values() if list(plain.values()).count(file) > 1}
+    return {label: file.removesuffix(".png") + f"-{hashlib.sha256(label.encode()).hexdigest()[:8]}.png" if file in shared
+            else file for label, file in plain.items()}
 
 
 def curves(summary: pd.DataFrame, attack: str, protocol: Protocol) -> pd.DataFrame:
@@ -145,8 +158,15 @@ def write_plots(runs: Path | Sequence[Path], out_dirs: Sequence[Path], name: str
     """Draw every attack's plot into the first of ``out_dirs`` and copy it to the others.
 
     Returns ``(attack, file name)`` pairs in the leaderboard's attack order; none, and nothing
-    written, for a run without attacked cells or with a config the leaderboard refuses.
+    written, for a run without attacked cells or with a config the leaderboard refuses. Every text
+    from the run (a class, strategy or attack label) is drawn as text: a ``$`` never starts
+    matplotlib's mathtext, whose parse errors would leave a run without a page.
     """
+    with rc_context({"text.parse_math": False}):
+        return _write_plots(runs, out_dirs, name)
+
+
+def _write_plots(runs, out_dirs, name) -> list[tuple[str, str]]:
     frame, config = board_frame(runs)  # one run, or several merged (robench.report.merge)
     name = name or page_name(config)
     protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
@@ -159,19 +179,18 @@ def write_plots(runs: Path | Sequence[Path], out_dirs: Sequence[Path], name: str
     attacks = list(dict.fromkeys(attack for attack, _ in columns))
     clean = _clean_accuracies(summary)
     majority = summary.loc[summary["metric"] == "majority_acc", "mean"]
-    written = []
+    written, files = [], file_names(name, [*attacks, CONFUSION_KEY])
     for attack in attacks:
         fig = figure(curves(summary, attack, protocol), strategies, attack, protocol_name, config, clean,
                      majority=float(majority.iloc[0]) if len(majority) else None,
                      continuous=_minimal_curves(frame, strategies, attack, protocol_name), norm=norm_of(frame, attack))
-        file = file_name(name, attack)
-        _save(fig, file, out_dirs)
-        written.append((attack, file))
-    written.extend(_confusion_plot(frame, config, strategies, attacks, name, out_dirs))
+        _save(fig, files[attack], out_dirs)
+        written.append((attack, files[attack]))
+    written.extend(_confusion_plot(frame, config, strategies, attacks, files[CONFUSION_KEY], out_dirs))
     return written
 
 
-def _confusion_plot(frame, config, strategies, attacks, name, out_dirs) -> list[tuple[str, str]]:
+def _confusion_plot(frame, config, strategies, attacks, file, out_dirs) -> list[tuple[str, str]]:
     """The confusion matrices under the headline attack at its smallest eps, as ``("confusion", file)``."""
     labels, classes = (config.get("attacked") or {}).get("labels"), (config.get("dataset") or {}).get("classes")
     eps_values = sorted(frame.loc[(frame["attack"] == attacks[0]) & (frame["eps"] > 0), "eps"].unique()) if attacks else []
@@ -180,7 +199,6 @@ def _confusion_plot(frame, config, strategies, attacks, name, out_dirs) -> list[
     fig = confusion.figure(frame, labels, classes, strategies, attacks[0], float(eps_values[0]), _subject(config))
     if fig is None:
         return []
-    file = file_name(name, "confusion")
     _save(fig, file, out_dirs)
     return [(CONFUSION, file)]
 

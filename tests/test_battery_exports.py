@@ -1,0 +1,58 @@
+"""Issue 24, family 2: a strategy, class or attack label that a spreadsheet would run as a formula
+(OWASP CSV injection) is written into the page's CSV and the per-class CSV as text."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from robench.report import leaderboard
+from tests.test_leaderboard import make_run
+
+FORMULAS = {"full": "=HYPERLINK(\"http://x\",\"full\")", "fgsm": "+fgsm", "pgd": "@pgd"}
+CLASS = "-1+cmd|' /C calc'!A0"
+
+
+def test_labels_and_classes_that_look_like_formulas_are_text_in_every_csv(tmp_path):
+    run_dir = make_run(tmp_path / "run")
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["strategy"] = FORMULAS.get(row["strategy"], row["strategy"])
+        row["attack"] = FORMULAS.get(row["attack"], row["attack"])
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = json.loads((run_dir / "config.json").read_text())
+    config["dataset"]["classes"][0] = CLASS
+    config["strategies"] = [FORMULAS.get(s, s) for s in config.get("strategies", [])]
+    config["attacks"] = [FORMULAS.get(a, a) for a in config.get("attacks", [])]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    page = leaderboard.write(run_dir, tmp_path / "boards", formats=("md", "csv"))
+    written = [page.with_suffix(".csv"), *page.parent.glob("*-per-class.csv")]
+    assert len(written) >= 1 and written[0].is_file()
+    cells = [cell for path in written for line in csv.reader(path.open()) for cell in line]
+    assert any(FORMULAS["full"] in cell for cell in cells)  # the label is there, as text
+    dangerous = [cell for cell in cells if cell[:1] in ("=", "+", "@", "\t", "\r")
+                 or (cell.startswith("-") and not _number(cell))]
+    assert not dangerous, dangerous
+    assert "'" + FORMULAS["full"] in cells
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_the_api_refuses_arguments_of_the_wrong_type_in_one_line():
+    """Issue 24, family 9: these were TypeError tracebacks."""
+    import pytest
+
+    import robench
+    from robench.errors import RobenchError
+
+    for call, message in [(lambda: robench.load_run(None), "takes a run folder"), (lambda: robench.load_run(3), "not int 3"),
+                          (lambda: robench.list_plugins(["attack"]), "unknown plugin kind ['attack']")]:
+        with pytest.raises(RobenchError, match=None) as caught:
+            call()
+        assert message in str(caught.value) and "\n" not in str(caught.value)
