@@ -1,0 +1,77 @@
+"""Issue 24, family 1: a site built from hostile run files fetches nothing from elsewhere. Strings from
+the rows and config.json that hold markdown images and links aimed at a server (here one on loopback
+that counts what it is asked) are opened in a real headless Chromium; the server must see no request,
+while the site's own plots still load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from robench.cli import main
+from tests.test_cli import FAST
+from tests.test_site import _chromium
+
+
+class Counting(BaseHTTPRequestHandler):
+    seen: list[str] = []
+
+    def do_GET(self):  # noqa: N802  (http.server's name)
+        Counting.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_site_of_hostile_run_files_makes_no_network_request(tmp_path, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_address[1]}"
+    hostile = f"![x]({host}/label.png) [click]({host}/link) <img src={host}/raw.png>"
+    monkeypatch.setenv("ROBENCH_QUIET", "1")
+    run = tmp_path / "run"
+    assert main(["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01,0.02",
+                 "--out", str(run)]) == 0
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["strategy"] = f"lp {hostile}"
+        if row["status"] == "ok" and row["attack"] == "fgsm" and row["eps"] == 0.02:
+            row["status"], row["error"] = "failed", f"RuntimeError: {hostile}"
+    (run / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = json.loads((run / "config.json").read_text())
+    config["strategies"] = [f"lp {hostile}"]
+    config["command"] += f" --data-dir '{hostile}'"
+    config["dataset"]["description"] = hostile
+    (run / "config.json").write_text(json.dumps(config))
+    www = tmp_path / "www"
+    assert main(["site", str(run), "--to", str(www)]) == 0
+
+    driver, profile = _chromium()
+    try:
+        for page in ("index.html", "per-class.html", "report.html"):
+            driver.get((www / page).as_uri())
+            driver.execute_script("return document.readyState")
+        driver.get((www / "report.html").as_uri())
+        loaded = driver.execute_script("return Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0)"
+                                       ".map(i => i.getAttribute('src'))")
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+        server.shutdown()
+    assert Counting.seen == [], Counting.seen
+    assert any(src.endswith(".png") and "://" not in src for src in loaded), loaded  # its own plots still show
+
+
+def test_every_page_forbids_fetching_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBENCH_QUIET", "1")
+    assert main(["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert main(["site", str(tmp_path / "run"), "--to", str(tmp_path / "www")]) == 0
+    for page in ("index.html", "per-class.html", "report.html"):
+        text = (tmp_path / "www" / page).read_text()
+        assert "Content-Security-Policy" in text and "default-src 'none'" in text, page
