@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from robench.report import leaderboard
 from tests.test_leaderboard import make_run
 
@@ -46,8 +48,6 @@ def _number(text: str) -> bool:
 
 def test_the_api_refuses_arguments_of_the_wrong_type_in_one_line():
     """Issue 24, family 9: these were TypeError tracebacks."""
-    import pytest
-
     import robench
     from robench.errors import RobenchError
 
@@ -56,3 +56,26 @@ def test_the_api_refuses_arguments_of_the_wrong_type_in_one_line():
         with pytest.raises(RobenchError, match=None) as caught:
             call()
         assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+
+@pytest.mark.parametrize(("field", "value", "shown"), [
+    ("robust_acc", 7, "got 7"), ("robust_acc", -5, "got -5"), ("robust_acc", 1e308, "got 1e+308"),
+    ("robust_acc", float("nan"), "got nan"), ("clean_bacc", 1.5, "got 1.5"), ("eps", -0.01, "got -0.01"),
+])
+def test_an_impossible_number_read_back_is_one_line_naming_file_line_and_field(tmp_path, capsys, field, value, shown):
+    """Issue 24, family 7: these were shown as 700 %, -500 %, 1e310 % and nan on the page."""
+    from robench.cli import main
+
+    run_dir = make_run(tmp_path / "run")
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    damaged = json.loads(lines[1])
+    damaged[field] = value
+    lines[1] = json.dumps(damaged)  # NaN is written as JSON's NaN, which Python's json reads back
+    (run_dir / "results.jsonl").write_text("\n".join(lines) + "\n")
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert main(["leaderboard", str(run_dir), "--leaderboard-dir", str(tmp_path / "boards")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "results.jsonl line 2" in err and f"field {field} must be a finite number" in err and shown in err
+    assert sorted(p.name for p in run_dir.iterdir()) == before and not (tmp_path / "boards").exists()

@@ -15,6 +15,7 @@ field that must be there) or ``Each(shape)`` (an object of any keys whose values
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,27 @@ class Each:
     shape: Any
 
 
+@dataclass(frozen=True)
+class Within:
+    """A finite number from ``low`` to ``high`` (or null where ``null``): a value read back that no run
+    can write (an accuracy of 7 or NaN, a negative eps) is refused, never shown as 700 % or nan."""
+
+    low: float
+    high: float
+    null: bool = False
+
+    def problem(self, value, path: str) -> str | None:
+        if value is None and self.null:
+            return None
+        if type(value) in (int, float) and math.isfinite(value) and self.low <= value <= self.high:
+            return None
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        span = f"from {self.low:g} to {self.high:g}" if math.isfinite(self.high) else f"of at least {self.low:g}"
+        return f"field {path} must be a finite number {span}{' or null' if self.null else ''}, got {shown}"
+
+
 NUMBER = (int, float)
+FRACTION = Within(0, 1, null=True)  # every accuracy and rate of a row is a fraction in [0, 1]
 TEXT = (str, None)
 _NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
 
@@ -50,13 +71,14 @@ CONFIG = {
 }
 _NUMBER_OR_NULL = (int, float, None)
 ROW = {
-    "strategy": Required(str), "seed": Required(int), "attack": Required(str), "eps": Required(NUMBER),
+    "strategy": Required(str), "seed": Required(int), "attack": Required(str), "eps": Required(Within(0, math.inf)),
     "status": Required(str), "error": TEXT, "strategy_name": TEXT, "defense": TEXT, "attack_name": TEXT,
     "attack_family": TEXT, "attack_norm": TEXT,
     **dict.fromkeys(("n_test", "n_attacked", "n_clean_correct", "epochs", "best_epoch", "escalated", "escalation_fooled",
                      "escalation_rounds"), _NUMBER_OR_NULL),
     **dict.fromkeys(("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "robust_acc", "robust_bacc",
-                     "acc_on_correct", "attack_success_rate", "eps_max"), _NUMBER_OR_NULL),
+                     "acc_on_correct", "attack_success_rate"), FRACTION),
+    "eps_max": Within(0, math.inf, null=True),
     "clean_pred": ([int], None), "adv_pred": ([int], None), "min_eps": ([_NUMBER_OR_NULL], None),
 }
 RECORDS = ("clean_pred", "adv_pred", "min_eps")  # per-image lists, in config.json's attacked order
@@ -111,6 +133,8 @@ def check(value, shape, source: str, advice: str) -> None:
 
 def problem(value, shape, path: str = "") -> str | None:
     """What is wrong with ``value`` against ``shape``, naming the field; None when it fits."""
+    if isinstance(shape, Within):
+        return shape.problem(value, path)
     if isinstance(shape, tuple) and not _is_scalar(shape):
         scalars = tuple(s for s in shape if _is_scalar(s))
         if scalars and _is(value, scalars):
