@@ -79,3 +79,39 @@ def test_an_impossible_number_read_back_is_one_line_naming_file_line_and_field(t
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "results.jsonl line 2" in err and f"field {field} must be a finite number" in err and shown in err
     assert sorted(p.name for p in run_dir.iterdir()) == before and not (tmp_path / "boards").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--strategies", "linear_probe:epochs=100000"], "linear_probe:epochs=100000: epochs 100000 is out of range"),
+    (["--seeds", ",".join(map(str, range(1001)))], "--seeds lists 1,001 seeds, more than 1,000"),
+])
+def test_limits_hold_for_every_way_a_number_arrives(tmp_path, capsys, flags, message):
+    """Issue 24, family 6: per-strategy overrides passed the flags' bounds, repeated eps wrote identical rows."""
+    from robench.cli import main
+
+    argv = ["run", "--dataset", "synthetic", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+            "--seeds", "0", "--out", str(tmp_path / "run")]
+    for flag, value in zip(flags[::2], flags[1::2]):
+        argv[argv.index(flag) + 1] = value
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_toml_nested_thousands_deep_is_one_line(tmp_path, capsys):
+    from robench.cli import main
+
+    config = tmp_path / "deep.toml"
+    config.write_text("seeds = " + "[" * 3000 + "]" * 3000 + "\n")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "nests arrays or tables too deep" in err and err.count("\n") == 1
+
+
+def test_one_eps_written_three_ways_is_one_cell(tmp_path):
+    from robench.cli import main
+    from robench.core.results import read_rows
+
+    assert main(["run", "--dataset", "synthetic", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps",
+                 "0.01,1/100,0.010", "--seeds", "0", "--escalation", "off", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert [(row["attack"], row["eps"]) for row in read_rows(tmp_path / "run")] == [("none", 0.0), ("fgsm", 0.01)]

@@ -94,6 +94,9 @@ def _parse(text: str, source: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RobenchError(f"{source} is not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise RobenchError(f"{source} nests arrays or tables too deep to read: a run's settings are flat lists and "
+                           "values; write them as in `robench presets NAME`") from None
 
 
 def _convert(value, dest: str, action: argparse.Action, where: str):

@@ -19,6 +19,7 @@ from robench.pipeline.models import provider
 
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
 MAX_EPOCHS = 10_000
+MAX_SEEDS = 1_000  # models per strategy: a TOML list of 200,000 seeds was accepted
 
 
 def check_numbers(config) -> None:
@@ -26,6 +27,10 @@ def check_numbers(config) -> None:
     _within(config.split_seed, 0, SEED_MAX, "--split-seed")
     for seed in config.seeds:
         _within(seed, 0, SEED_MAX, "--seeds")
+    if len(config.seeds) > MAX_SEEDS:
+        raise RobenchError(f"--seeds lists {len(config.seeds):,} seeds, more than {MAX_SEEDS:,} models per strategy: "
+                           "list fewer (3 to 5 give the seed spread)")
+
     if (epochs := (config.recipe_overrides or {}).get("epochs")) is not None:
         _within(epochs, 1, MAX_EPOCHS, "--epochs")
     _within(config.backbone.image_size, 1, None, "--image-size")
@@ -62,6 +67,11 @@ def check_image_size(spec: BackboneSpec, device: torch.device) -> None:
         raise RobenchError(f"--image-size {size}: {spec.label} needs at least {needed / 2**30:,.0f} GiB for its weights and "
                            f"one image, more than the {available / 2**30:,.0f} GiB of {device}: use a smaller --image-size, "
                            f"e.g. its own {default}")
+
+
+def check_recipe(recipe, label: str) -> None:
+    """A strategy's recipe after its own overrides (``linear_probe:epochs=100000``): the flags' bounds."""
+    _within(recipe.epochs, 1, MAX_EPOCHS, f"{label}: epochs")
 
 
 def _within(value, low: int, high: int | None, flag: str) -> None:

@@ -26,7 +26,7 @@ from robench.errors import PluginError, RobenchError, one_line
 from robench.pipeline import compute, executors, threads
 from robench.pipeline.escalation import MAX_ROUNDS
 from robench.pipeline.escalation import ROUNDS as ESCALATION_ROUNDS
-from robench.pipeline.limits import check_numbers
+from robench.pipeline.limits import check_numbers, check_recipe
 from robench.pipeline.options import Spec, coerce, resolve
 from robench.pipeline.prepare import SPLIT_TEST, Prepared, resolve_dataset
 from robench.pipeline.registry import load_registry
@@ -155,6 +155,7 @@ def settle(config: RunConfig, device: torch.device) -> RunConfig:
         attack_precision=compute.resolve_attack_precisions(config.attack_precision, device),
         ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device),
         out=Path(config.out).absolute(),
+        eps=list(dict.fromkeys(config.eps)),  # 0.01, 1/100 and 0.010 are one eps: one row, not three alike
         threads=threads.choose(config.threads),
         backbone=replace(config.backbone, weights=None if weights is None else Path(weights).absolute()),
     )
@@ -167,6 +168,7 @@ def _strategy(registry, spec: Spec, overrides: dict) -> Planned:
         recipe = strategy.recipe.override(**overrides).override(**changes)
     except ValueError as exc:
         raise PluginError(f"invalid recipe for {spec.text!r}: {exc}") from None
+    check_recipe(recipe, spec.text)
     return Planned(spec.label, strategy, recipe)
 
 
