@@ -110,6 +110,8 @@ def _convert(value, dest: str, action: argparse.Action, where: str):
         kind = action.type if action.type in (int, float, Path) else str
     if not _is(value, kind):
         raise RobenchError(f"{where} must be {_TYPE_NAMES[kind]}, got {value!r}")
+    if kind is Path and not value.strip():  # Path("") is the current folder: a run would fill it
+        raise RobenchError(f"{where} is empty: name a folder, e.g. \"runs/my-run\"")
     value = Path(value).expanduser() if kind is Path else float(value) if kind is float else value
     if action.choices is not None and value not in action.choices:
         raise RobenchError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {value!r}")

@@ -103,12 +103,25 @@ ROW_FIELDS = (
 )
 
 
+def own_file(path: Path) -> Path:
+    """``path`` if it is a regular file of the run folder or absent; one line if it is a symbolic link
+    (writing through it would change a file outside ``--out``) or not a regular file (a named pipe
+    would hang the reader)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise RobenchError(f"{path} is a symbolic link: robench reads and writes only the run folder's own files; "
+                           "replace it by the file itself, or use another --out")
+    if path.exists() and not path.is_file():
+        raise RobenchError(f"{path} is not a regular file (a folder, a pipe or a device): move it away, or use another --out")
+    return path
+
+
 def append_row(run_dir: Path, row: dict) -> None:
     """Append one row as a single line and make it durable before returning."""
     line = json.dumps(row, sort_keys=True, default=_jsonable) + "\n"
-    path = Path(run_dir) / RESULTS_FILE
+    path = own_file(Path(run_dir) / RESULTS_FILE)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
             data = line.encode()
             written = os.write(fd, data)
@@ -129,7 +142,7 @@ def read_rows(run_dir: Path) -> list[dict]:
     """Every complete row of a run, in the order written; a torn last line is skipped. Each row is
     checked against its shape and its per-image records against config.json's attacked images and
     classes (robench.core.schema), so that a damaged row is one line here, not a traceback in a page."""
-    path = Path(run_dir) / RESULTS_FILE
+    path = own_file(Path(run_dir) / RESULTS_FILE)
     if not path.exists():
         return []
     sizes = schema.sizes(read_config(run_dir)) if (Path(run_dir) / CONFIG_FILE).exists() else (None, None)
@@ -215,7 +228,7 @@ def drop_torn_tail(run_dir: Path) -> int:
     Call it while holding the run's lock, before appending: otherwise the next row would be
     glued onto the torn one and both would be lost.
     """
-    path = Path(run_dir) / RESULTS_FILE
+    path = own_file(Path(run_dir) / RESULTS_FILE)
     if not path.exists():
         return 0
     with open(path, "rb+") as f:
@@ -236,7 +249,7 @@ def write_config(run_dir: Path, config: dict) -> None:
 
 def read_config(run_dir: Path) -> dict:
     """A run's config.json, checked against its shape (robench.core.schema): one line naming the field if not."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = own_file(Path(run_dir) / CONFIG_FILE)
     advice = "restore the file robench wrote, or run the command again with another --out"
     try:
         config = json.loads(path.read_bytes())

@@ -16,7 +16,7 @@ from robench.attack import CLEAN
 from robench.core import progress, results
 from robench.core.metrics import eps_label, majority_accuracy
 from robench.errors import RobenchError
-from robench.pipeline import executors, resume, threads
+from robench.pipeline import checkpoints, executors, features, resume, threads, tuning
 from robench.pipeline.fingerprint import run_settings
 from robench.pipeline.limits import check_image_size
 from robench.pipeline.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model, train_trial  # noqa: F401,E501
@@ -25,7 +25,6 @@ from robench.pipeline.options import Spec  # noqa: F401  (RunConfig's spec type,
 from robench.pipeline.plan import Plan, Planned, RunConfig, check_strategies_fit, plan, settle, tell_attacks_the_classes  # noqa: F401
 from robench.pipeline.prepare import prepare_data, test_arrays
 from robench.pipeline.provenance import describe
-from robench.pipeline.tuning import tune
 from robench.report import leaderboard, publish
 
 
@@ -44,6 +43,7 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     with progress.run_log(config.log_json) as log:  # a bad --log-json fails before the run folder exists
         made = next((f for f in [*reversed(config.out.parents), config.out] if not f.exists()), None)  # removed if the run fails at once
         writable_folder(config.out, "--out")
+        refuse_links(config.out)
         if config.leaderboard_dir is not None:  # a file or a read-only mount is found now, not after the training
             writable_folder(config.leaderboard_dir, "--leaderboard-dir")
         with resume.exclusive(config.out, made), numerics(), threads.using(config.threads):
@@ -58,13 +58,13 @@ def _run_grid(planned: Plan, executor, log: progress.RunLog) -> tuple[Path, list
     backbone_params = _count(model)
     check_strategies_fit(strategies, model, config.backbone.label)
     del model
-    tuning = None
+    tuned = None
     if config.tune:  # the chosen recipes replace the declared ones in the plan every later step receives
-        planned, tuning = tune(planned, prepared, train_trial)
+        planned, tuned = tuning.tune(planned, prepared, train_trial)
         strategies = planned.strategies
     majority = majority_accuracy(prepared.images.labels[prepared.split.train], test_arrays(prepared)[1])
     settings = run_settings(planned, prepared)
-    results.write_config(config.out, resume.start(config.out, describe(planned, prepared, backbone_params) | {"comparable": settings, "tuning": tuning}))
+    results.write_config(config.out, resume.start(config.out, describe(planned, prepared, backbone_params) | {"comparable": settings, "tuning": tuned}))
     done = resume.finished(results.read_rows(config.out))
 
     failed = []
@@ -101,6 +101,15 @@ def writable_folder(folder: Path, flag: str) -> None:
         probe.unlink()
     except OSError as exc:
         raise RobenchError(f"cannot write to {flag} {folder} ({exc.strerror}): pass a writable folder as {flag}") from None
+
+
+def refuse_links(out: Path) -> None:
+    """Before anything trains: none of the files and folders a run writes in ``out`` is a symbolic link
+    (a linked checkpoints/ or results.jsonl would make it write outside ``out``)."""
+    for name in (results.RESULTS_FILE, results.CONFIG_FILE, checkpoints.FOLDER, features.FOLDER, tuning.STORAGE):
+        if (out / name).is_symlink():
+            raise RobenchError(f"{out / name} is a symbolic link: robench writes only inside --out; replace it by "
+                               "the file or folder itself, or use another --out")
 
 
 def _summary_line(label: str, seed: int, rows: list[dict]) -> str:

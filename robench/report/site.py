@@ -88,6 +88,9 @@ def _folder(to: Path) -> Path:
     to = Path(to)
     if to.exists() and not to.is_dir():
         raise RobenchError(f"--to {to} is a file: pass a folder (robench creates it if missing)")
+    if (to / PLOTS).is_symlink():
+        raise RobenchError(f"{to / PLOTS} is a symbolic link: the site is written only inside --to; remove it or pass "
+                           "another folder")
     try:
         (to / PLOTS).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
