@@ -68,7 +68,7 @@ def test_a_full_disk_while_a_plot_is_written_keeps_the_rows_and_leaves_no_partia
 
     monkeypatch.setattr(Figure, "savefig", disk_full)
     rows_before = read_rows(copied.out)
-    refused(capsys, copied, "No space left on device: free disk space",
+    refused(capsys, copied, ".png): free disk space",  # names the file it could not write
             "run", *FAST, "--out", copied.out, "--leaderboard-dir", copied.boards)
     assert read_rows(copied.out) == rows_before
     assert not [p for p in copied.root.rglob("*") if p.name.endswith(".partial")]

@@ -11,6 +11,8 @@ Every error a user can fix is printed as one line, ``robench: error: ...``, with
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 from robench.cli.parser import KINDS, _run_parser, build_parser  # noqa: F401  (_run_parser: for config-file tests)
@@ -21,6 +23,9 @@ from robench.errors import RobenchError, one_line
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # an ASCII-only terminal shows a non-ASCII path escaped, not a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"list": cmd_list, "run": cmd_run, "presets": cmd_presets, "leaderboard": cmd_leaderboard,
@@ -32,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except RobenchError as exc:
         print(f"robench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `robench list | head`: the reader left; nothing is wrong with the disk
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (Python flushes stdout at exit: not into the closed pipe)
+        return 0
     except OSError as exc:  # a full disk or a read-only folder while writing a page or a plot: rows are already safe
         print(f"robench: error: {_os_error(exc, args.handler)}", file=sys.stderr)
         return 2
@@ -45,6 +53,8 @@ def _os_error(exc: OSError, handler: str) -> str:
     where = f" ({exc.filename})" if exc.filename else ""
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
         advice = "a file stands where robench needs a folder: pass another folder or move that file"
+    elif exc.errno == errno.EFBIG:
+        advice = "the file size limit (ulimit -f) is below what robench writes: raise it"
     else:
         advice = "free disk space or fix the folder's permissions"
     kept = "; finished cells are kept in results.jsonl and not run again" if handler == "run" else ""

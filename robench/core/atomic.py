@@ -29,5 +29,9 @@ def replacing(target: Path) -> Iterator[Path]:
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         partial.chmod(0o644)
         os.replace(partial, target)
+    except OSError as exc:
+        if exc.filename is None:  # a write refused mid-file (disk full, `ulimit -f`) names no file: name the target
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(target)) from None
+        raise
     finally:
         partial.unlink(missing_ok=True)
