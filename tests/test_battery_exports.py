@@ -115,3 +115,16 @@ def test_one_eps_written_three_ways_is_one_cell(tmp_path):
     assert main(["run", "--dataset", "synthetic", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps",
                  "0.01,1/100,0.010", "--seeds", "0", "--escalation", "off", "--quiet", "--out", str(tmp_path / "run")]) == 0
     assert [(row["attack"], row["eps"]) for row in read_rows(tmp_path / "run")] == [("none", 0.0), ("fgsm", 0.01)]
+
+
+def test_a_malignant_class_that_is_no_class_is_one_line(tmp_path, capsys):
+    """Issue 24, family 7: this was a ValueError traceback ('akiec' is not in list)."""
+    from robench.cli import main
+
+    run_dir = make_run(tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["dataset"]["malignant"] = ["mel", "not-a-class"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert main(["leaderboard", str(run_dir), "--leaderboard-dir", str(tmp_path / "boards")]) == 2
+    err = capsys.readouterr().err
+    assert "field dataset.malignant names 'not-a-class', not a class of dataset.classes" in err and err.count("\n") == 1

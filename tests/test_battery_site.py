@@ -75,3 +75,23 @@ def test_every_page_forbids_fetching_from_elsewhere(tmp_path, monkeypatch):
     for page in ("index.html", "per-class.html", "report.html"):
         text = (tmp_path / "www" / page).read_text()
         assert "Content-Security-Policy" in text and "default-src 'none'" in text, page
+
+
+def test_a_command_cannot_close_its_fence_and_directional_controls_are_shown_escaped(tmp_path, monkeypatch):
+    """Issue 24, family 1: a line of three backquotes in the command ended the page's code block, and a
+    class named with U+202E (right-to-left override) showed itself and what followed it backwards."""
+    monkeypatch.setenv("ROBENCH_QUIET", "1")
+    run = tmp_path / "run"
+    assert main(["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    config["command"] += "\n```\n![x](http://127.0.0.1:9/p.png)\n```"
+    classes = config["dataset"]["classes"]
+    classes[classes.index("nv")] = "mel\u202eneb"  # a benign class: the malignant ones are named in "malignant" too
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["leaderboard", str(run), "--leaderboard-dir", str(tmp_path / "boards")]) == 0
+    assert main(["site", str(run), "--to", str(tmp_path / "www")]) == 0
+    page = (run / "leaderboard.md").read_text()
+    assert "\u202e" not in page and "mel\\u202eneb" in page
+    assert "````\nrobench run" in page  # a fence one backquote longer than the command's own
+    index = (tmp_path / "www" / "index.html").read_text()
+    assert "\u202e" not in index and "<img" not in index.split("robench run", 1)[1].split("</code>", 1)[0]

@@ -42,4 +42,21 @@ def file_in(folder: Path, file_name: str) -> Path:
     return Path(folder) / file_name
 
 
+# Characters that reorder or hide the text around them (bidirectional overrides and isolates, marks):
+# a class named with U+202E shows its name backwards, and whatever follows it too.
+_DIRECTIONAL = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with every directional control written as its escape (``\\u202e``): a page shows what the
+    data holds, in the order it holds it. robench's own words have none, so a whole page can pass."""
+    return _DIRECTIONAL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def fence(text: str) -> str:
+    """A markdown code fence longer than any run of backquotes in ``text``, so that ``text`` cannot close it."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 BF16_TWIN = "[bf16]"  # the suffix of a bf16 attack computed beside its fp32 twin (robench.report.flags compares them)

@@ -93,7 +93,11 @@ def sizes(config: dict) -> tuple[int | None, int | None]:
 
 def attacked_problem(config: dict) -> str | None:
     """What is wrong with a config.json's attacked images (one that fits CONFIG): ids and labels of
-    other lengths, or a label that is no class index; None when they fit."""
+    other lengths, a label that is no class index, or a malignant class that is no class; None when they fit."""
+    dataset = config.get("dataset") or {}
+    unknown = sorted(set(dataset.get("malignant") or ()) - set(dataset.get("classes") or ())) if dataset.get("classes") else []
+    if unknown:
+        return f"field dataset.malignant names {', '.join(map(repr, unknown))}, not a class of dataset.classes"
     n_images, n_classes = sizes(config)
     if n_images is None:
         return None

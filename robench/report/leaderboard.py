@@ -21,6 +21,7 @@ import pandas as pd
 from filelock import FileLock
 
 from robench.core.atomic import replacing
+from robench.core.names import fence, visible
 from robench.core.results import CONFIG_FILE, RESULTS_FILE
 from robench.defense import NONE
 from robench.errors import RobenchError
@@ -96,7 +97,7 @@ def render(
         board.denominator(PROTOCOLS[other_name]),
         _failed_section(frame),
     ]
-    return "\n\n".join(sections) + "\n"
+    return visible("\n\n".join(sections) + "\n")
 
 
 def write(
@@ -213,7 +214,8 @@ def header(config: Mapping) -> str:
     if subset:
         lines.append(f"- **attacks**: on a class-stratified subset of {subset['n']} of {subset['of']} test images, "
                      f"the same for every strategy and seed; clean acc and balanced acc use all {subset['of']}")
-    return "\n".join(lines) + f"\n\nCommand:\n\n```\n{get('command')}\n```"
+    command = str(get("command"))
+    return "\n".join(lines) + f"\n\nCommand:\n\n{fence(command)}\n{command}\n{fence(command)}"
 
 
 def tuning_line(record: dict | None) -> str | None:

@@ -20,6 +20,7 @@ import pandas as pd
 from robench import __version__
 from robench.core.atomic import replacing
 from robench.core.metrics import eps_label
+from robench.core.names import visible
 from robench.core.results import RESULTS_FILE, run_folder
 from robench.errors import RobenchError
 from robench.report import flags, leaderboard, merge, per_class
@@ -51,7 +52,7 @@ def write(run_dirs: Sequence[Path], to: Path) -> Path:
     for file, values in _pages(raw, config, plots, report, csv=f"{name}-per-class.csv").items():
         page = templates.get_template(file).render(name=name, version=__version__, **values)
         with replacing(to / file) as partial:
-            partial.write_text(page, encoding="utf-8")
+            partial.write_text(visible(page), encoding="utf-8")
     for file in STATIC:
         with replacing(to / file) as partial:
             partial.write_bytes(files("robench.report").joinpath(ASSETS, file).read_bytes())
