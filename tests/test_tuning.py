@@ -98,3 +98,11 @@ def test_a_strategy_that_declares_no_search_space_is_refused_in_one_line(tmp_pat
     assert main([*BASE, "--tune", "lr", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "declares no search space" in err and err.count("\n") == 1
+
+
+def test_a_model_that_learned_nothing_is_named_at_the_end_with_what_to_try(tmp_path, capsys):
+    argv = [*BASE, "--out", str(tmp_path / "run")]
+    argv[argv.index("--strategies") + 1] = "linear_probe,linear_probe:lr=1e-12"
+    assert main(argv) == 0, capsys.readouterr().err
+    lines = [line for line in capsys.readouterr().out.splitlines() if "learned nothing" in line]
+    assert len(lines) == 1 and lines[0].startswith("linear_probe(lr=1e-12) learned nothing (") and "--tune" in lines[0]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
+
 from robench.attack import CLEAN
 from robench.core import progress, results
 from robench.core.metrics import eps_label, majority_accuracy
@@ -25,7 +27,7 @@ from robench.pipeline.options import Spec  # noqa: F401  (RunConfig's spec type,
 from robench.pipeline.plan import Plan, Planned, RunConfig, check_strategies_fit, plan, settle, tell_attacks_the_classes  # noqa: F401
 from robench.pipeline.prepare import prepare_data, test_arrays
 from robench.pipeline.provenance import describe
-from robench.report import leaderboard, publish
+from robench.report import leaderboard, publish, rankable
 
 
 def run(config: RunConfig) -> tuple[Path, list[dict]]:
@@ -89,6 +91,8 @@ def _run_grid(planned: Plan, executor, log: progress.RunLog) -> tuple[Path, list
             log.model_done(working, _summary_line(strategy.label, seed, done_rows), fresh)
     path = leaderboard.write(config.out, config.leaderboard_dir, config.name, force=config.force, formats=config.formats)
     log.finish(path, results.latest(results.read_rows(config.out)))
+    for line in unlearned(config.out, [strategy.label for strategy in strategies]):
+        progress.say(line)
     return path, failed
 
 
@@ -101,6 +105,20 @@ def writable_folder(folder: Path, flag: str) -> None:
         probe.unlink()
     except OSError as exc:
         raise RobenchError(f"cannot write to {flag} {folder} ({exc.strerror}): pass a writable folder as {flag}") from None
+
+
+def unlearned(out: Path, strategies: list[str]) -> list[str]:
+    """One line per strategy whose model learned nothing (robench.report.rankable's model checks: not
+    above chance, or one class for almost every image), saying what to try: its rows are kept, but
+    its robustness means nothing and the page does not rank it."""
+    config = results.read_config(out)
+    labels, classes = (config.get("attacked") or {}).get("labels"), (config.get("dataset") or {}).get("classes")
+    if not labels:
+        return []
+    frame = results.read_frame(out)
+    return [f"{strategy} learned nothing ({why}): it is not ranked; search its recipe with --tune lr,weight_decay "
+            "(docs/tuning.md) or train longer (--epochs)"
+            for strategy in strategies if (why := rankable.model_problem(frame, np.asarray(labels), classes, strategy))]
 
 
 def refuse_links(out: Path) -> None:
