@@ -35,6 +35,8 @@ class Csv(Dataset):
     def load(self, data_dir: Path | None, *, image_size: int, subset: int | None = None) -> ImageSet:
         root = data_folder(data_dir, self.name)
         csv = root / self.file
+        if "\0" in self.file or not csv.resolve().is_relative_to(root.resolve()):
+            raise DataError(f"csv:file={self.file!r} is not a file inside {root}: name the CSV by its path in the data folder")
         table = read_csv(csv, [c for c in self.columns.values() if c], hint=HINT)
         labels = [label.strip() for label in table[self.columns["label"]]]
         for column in filter(None, (self.columns["label"], self.columns["group"], self.columns["split"])):
@@ -47,6 +49,13 @@ class Csv(Dataset):
             raise DataError(f"{csv}: unknown label(s) {', '.join(unknown)} (classes={'+'.join(classes)}): "
                             "fix the labels or add them to the classes option")
         files = [_inside(root, csv, line, text) for line, text in enumerate(table[self.columns["path"]], start=2)]
+        seen: dict[Path, tuple[int, str]] = {}
+        for line, (path, label) in enumerate(zip(files, labels), start=2):
+            if path in seen:
+                first, before = seen[path]
+                also = f"under labels {before!r} and {label!r}" if before != label else "twice"
+                raise DataError(f"{csv} lines {first} and {line} list {path.name} {also}: list each image once, with its one label")
+            seen[path] = (line, label)
         missing = [path for path in files if not path.is_file()]
         if missing:
             raise DataError(f"{len(missing)} of {len(files)} images listed in {csv} are missing (first: {missing[0]}): "
@@ -62,6 +71,8 @@ class Csv(Dataset):
 
 def _inside(root: Path, csv: Path, line: int, text: str) -> Path:
     """The file a row names, refused when it lies outside the data folder (``../``, absolute paths, links out)."""
+    if "\0" in text:
+        raise DataError(f"{csv} line {line}: path {text!r} holds a NUL character: fix the path")
     path = (root / text.strip()).resolve()
     if not path.is_relative_to(root.resolve()):
         raise DataError(f"{csv} line {line}: path {text!r} leaves {root}: list files inside the data folder")

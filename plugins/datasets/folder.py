@@ -48,6 +48,9 @@ def class_files(folder: Path) -> dict[str, list[Path]]:
     classes = sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
     found = {}
     for path in classes:
+        if path.is_symlink() and folder.resolve().is_relative_to(path.resolve()):
+            raise DataError(f"class folder {path} links to {path.resolve()}, which holds the dataset itself: every image "
+                            "would become one of its images; replace the link by the class's own folder")
         files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
                        and not any(part.startswith(".") for part in f.relative_to(path).parts))
         if not files:

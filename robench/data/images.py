@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,9 +53,15 @@ def cache_files() -> dict[Path, int]:
 def decode_image(path: Path, image_size: int) -> np.ndarray:
     """One file as uint8 3 x S x S RGB, resized bilinearly (JPEG draft mode decodes at reduced scale)."""
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (image_size, image_size))
-            rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+        with warnings.catch_warnings():
+            # a header claiming more pixels than PIL decodes safely: refused in one line, not PIL's warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.draft("RGB", (image_size, image_size))
+                rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"image {path} claims more than {Image.MAX_IMAGE_PIXELS:,} pixels, more than is safe to decode "
+                        "(a decompression bomb, or a huge scan): resize it, or remove it from the dataset") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable files
         raise DataError(
             f"cannot decode image {path} ({' '.join(str(error).split())}): "

@@ -1,0 +1,80 @@
+"""Issue 24, family 5: images and tables that could mislead or crash a dataset: a header claiming a
+huge image, a CSV outside the data folder, a NUL in a path, one image under two labels, and a class
+folder that links back to the dataset."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import pytest
+from PIL import Image
+
+from robench.cli import main
+from robench.data.images import decode_image
+from robench.errors import DataError
+from robench.pipeline.prepare import resolve_dataset
+from tests.test_user_datasets import class_folders
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 8x8 PNG whose header (IHDR, with its CRC) claims ``width`` x ``height`` pixels."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height, after the signature, length and type
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # the CRC of type and data
+    return bytes(data)
+
+
+@pytest.mark.parametrize("side", [20000, 12000])  # PIL's error (above twice its limit) and its warning (above it)
+def test_an_image_whose_header_claims_a_huge_size_is_one_line(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(side, side))
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(DataError, match="more than is safe to decode"):
+        warnings.simplefilter("always")
+        decode_image(path, 32)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_a_huge_image_in_a_folder_dataset_stops_the_run_in_one_line(tmp_path, capsys):
+    class_folders(tmp_path / "data", ["a", "b"], per_class=6)
+    (tmp_path / "data" / "a" / "bomb.png").write_bytes(png_claiming(20000, 20000))
+    code = main(["run", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--backbone", "robench_vit_micro",
+                 "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01", "--seeds", "0",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "bomb.png claims more than" in err
+
+
+def csv_dataset(tmp_path, rows: list[str], options: str = ""):
+    class_folders(tmp_path / "data", ["a", "b"], per_class=3)
+    (tmp_path / "data" / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return resolve_dataset("csv" + options)
+
+
+def test_a_csv_outside_the_data_folder_is_refused_without_reading_it(tmp_path):
+    (tmp_path / "secret.csv").write_text("password,hunter2\n")
+    dataset = csv_dataset(tmp_path, ["a/a_0.png,a"], ":file=../secret.csv")
+    with pytest.raises(DataError, match="is not a file inside") as caught:
+        dataset.load(tmp_path / "data", image_size=32)
+    assert "hunter2" not in str(caught.value) and "password" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    (["a/a_0.png,a", "a/a_0.png,b"], "lines 2 and 3 list a_0.png under labels 'a' and 'b'"),
+    (["a/a_0.png,a", "a/a_0.png,a"], "lines 2 and 3 list a_0.png twice"),
+    (["a/a_\0.png,a"], "holds a NUL character"),
+])
+def test_a_csv_lists_each_image_once_with_a_path_it_can_name(tmp_path, rows, message):
+    with pytest.raises(DataError, match=message):
+        csv_dataset(tmp_path, rows).load(tmp_path / "data", image_size=32)
+
+
+def test_a_class_folder_linking_back_to_the_dataset_is_refused(tmp_path):
+    class_folders(tmp_path / "data", ["a", "b"], per_class=3)
+    (tmp_path / "data" / "everything").symlink_to(tmp_path / "data")
+    with pytest.raises(DataError, match="holds the dataset itself"):
+        resolve_dataset("folder").load(tmp_path / "data", image_size=32)
