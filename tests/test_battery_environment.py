@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from robench.cli import main
 from tests.test_cli import FAST
 
@@ -18,6 +20,7 @@ def robench(*argv, env=None, **kwargs) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, **kwargs)
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_non_ascii_path_on_an_ascii_only_stdout_is_shown_escaped(tmp_path):
     out = tmp_path / "r\u00e9sultats"
     done = robench("run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01", "--escalation",
@@ -40,6 +43,7 @@ def test_a_file_size_limit_names_the_file_it_stopped(tmp_path):
     assert "File too large (" + str(out) in done.stderr and "ulimit -f" in done.stderr
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_reader_that_leaves_early_is_no_error():
     reader = subprocess.Popen([sys.executable, "-m", "robench", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     reader.stdout.readline()

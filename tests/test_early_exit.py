@@ -106,6 +106,7 @@ def test_restarts_attack_only_what_survived_and_never_lose_a_fooled_image(correc
     assert robust(model, thrice, y) <= robust(model, once, y)
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_autoattack_ends_once_every_image_is_fooled_and_is_never_weaker(correct):
     """At 64/255 every image falls within APGD-CE's iterations: early exit returns then, with
     adversarial examples the model gets wrong. Where some images survive (0.5/255), the attack is

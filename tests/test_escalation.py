@@ -45,6 +45,7 @@ def independent_pgd(model, x, y, eps, steps=50, restarts=3) -> torch.Tensor:
     return fooled
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_escalation_takes_what_a_weak_pgd10_left_and_a_stronger_attack_finds_no_more(correct):
     model, x, y = correct
     torch.manual_seed(0)

@@ -155,6 +155,7 @@ def test_pgd_on_cross_entropy_is_bitwise_torchattacks(trained):
     assert torch.equal(ours, theirs)
 
 
+@pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_margin_pgd_is_not_weaker_than_cross_entropy_pgd_on_a_confident_model(confident):
     """Where cross-entropy saturates, PGD on it barely moves; PGD on the margin still fools."""
     model, x, y = confident

@@ -42,6 +42,7 @@ def listing(installed, tmp_path_factory) -> subprocess.CompletedProcess:
     return robench(installed, "list", cwd=tmp_path_factory.mktemp("list"))
 
 
+@pytest.mark.slow  # its fixture installs the example package (16 s); CI runs it with -m slow
 def test_installed_plugin_is_listed_with_its_package(listing):
     assert listing.returncode == 0, listing.stderr
     assert "bitfit" in listing.stdout and "from robench-bitfit 0.1.0; options: train_norms=False" in listing.stdout

@@ -18,6 +18,9 @@ from robench.core.results import read_frame, read_rows
 from tests.test_cli import FAST, run_cli
 from tests.test_leaderboard import table
 
+# The module's run and site cost about 25 s: the default pytest stays under 4 min; CI runs these with -m slow.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 STRATEGIES = ("linear_probe", "linear_probe(lr=0.01)")
