@@ -128,3 +128,20 @@ def test_a_malignant_class_that_is_no_class_is_one_line(tmp_path, capsys):
     assert main(["leaderboard", str(run_dir), "--leaderboard-dir", str(tmp_path / "boards")]) == 2
     err = capsys.readouterr().err
     assert "field dataset.malignant names 'not-a-class', not a class of dataset.classes" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--attacks", "pgd:steps=100000000", "steps must be from 1 to 100,000"),
+    ("--attacks", "pgd:restarts=5000", "restarts must be from 1 to 1,000"),
+    ("--strategies", "vpt_deep:prompts=100000", "prompts must be from 1 to 1000"),
+])
+def test_plugin_options_have_upper_bounds_checked_before_anything_is_allocated(tmp_path, capsys, flag, value, message):
+    """Issue 24, family 6: these ran (or allocated 100,000 prompts) before failing."""
+    from robench.cli import main
+
+    argv = ["run", "--dataset", "synthetic", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+            "--seeds", "0", "--out", str(tmp_path / "run")]
+    argv[argv.index(flag) + 1] = value
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()

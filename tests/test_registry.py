@@ -107,7 +107,7 @@ def test_disabling_a_plugin_by_entry_point_name():
         ("pgd:steps=abc", "expected a whole number, got 'abc'"),
         ("pgd:stepz=5", "unknown option 'stepz' for attack 'pgd'.*valid options: steps, alpha, random_start"),
         ("pgd:steps", "malformed attack option 'steps'"),
-        ("pgd:steps=0", "steps must be >= 1"),
+        ("pgd:steps=0", "steps must be from 1 to 100,000"),
         ("pgd:random_start=maybe", "expected true or false"),
     ],
 )

@@ -244,7 +244,7 @@ def test_layer_decay_scales_each_blocks_learning_rate(micro_vit):
 @pytest.mark.parametrize(
     ("strategies", "message"),
     [
-        ("vpt_deep:prompts=0", "invalid strategy 'vpt_deep:prompts=0': prompts must be at least 1"),
+        ("vpt_deep:prompts=0", "invalid strategy 'vpt_deep:prompts=0': prompts must be from 1 to 1000"),
         ("vpt_deep:prompts=abc", "option prompts: expected a whole number, got 'abc'"),
         ("vpt_shallow:promts=5", "unknown option 'promts' for strategy 'vpt_shallow'"),
         ("vpt_deep:dropout=1.5", "dropout must be in [0, 1)"),

@@ -46,6 +46,9 @@ import robench
 from robench.attack import TARGETED, Attack, check_loss, fools, pgd_first_fooled, pgd_steps
 
 
+MAX_STEPS, MAX_RESTARTS = 100_000, 1_000  # beyond them a typo, not an evaluation (PGD-500 with 5 restarts is a strong one)
+
+
 class PGD(Attack):
     """Projected Gradient Descent (Madry et al. 2018), L-inf, random start, margin loss by default."""
 
@@ -55,12 +58,12 @@ class PGD(Attack):
 
     def __init__(self, steps: int = 10, alpha: float | None = None, random_start: bool = True, restarts: int = 1,
                  loss: str = "margin", target: str | None = None, early_exit: bool = True):
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be from 1 to {MAX_STEPS:,}, got {steps}")
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        if restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {restarts}")
+        if not 1 <= restarts <= MAX_RESTARTS:
+            raise ValueError(f"restarts must be from 1 to {MAX_RESTARTS:,}, got {restarts}")
         if restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=true: without it every run is the same")
         self.steps, self.alpha, self.random_start, self.restarts = steps, alpha, random_start, restarts

@@ -139,6 +139,9 @@ def check_servable(model: nn.Module, strategy: str) -> None:
         raise PluginError(f"{strategy} cannot serve {arch}: its attention does not say which tokens RoPE skips, so prompts would get positions")
 
 
+MAX_PROMPTS = 1_000
+
+
 class _VPT(Strategy):
     deep: ClassVar[bool]
     recipe = Recipe(optimizer="sgd", lr=0.25, weight_decay=1e-4, momentum=0.9, epochs=10, warmup_epochs=1,
@@ -148,8 +151,8 @@ class _VPT(Strategy):
     search_space = {"lr": SearchRange(0.05, 50.0, per_256=True), "weight_decay": SearchRange(1e-4, 1e-2)}
 
     def __init__(self, prompts: int = 10, dropout: float = 0.0):
-        if prompts < 1:
-            raise ValueError(f"prompts must be at least 1, got {prompts}")
+        if not 1 <= prompts <= MAX_PROMPTS:  # checked before any prompt is allocated
+            raise ValueError(f"prompts must be from 1 to {MAX_PROMPTS} (the paper's largest is 200), got {prompts}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.prompts, self.dropout = prompts, dropout
