@@ -145,3 +145,18 @@ def test_plugin_options_have_upper_bounds_checked_before_anything_is_allocated(t
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_model_with_no_clean_correct_image_keeps_its_rows_readable(tmp_path):
+    """robench itself writes NaN for a ratio over the clean-correct images when there are none (0 of 0):
+    the range check of issue 24 must read it back, while a NaN accuracy stays refused."""
+    from robench.core.results import append_row, read_rows, write_config
+
+    write_config(tmp_path, {"name": "t"})
+    row = {"strategy": "s", "seed": 0, "attack": "fgsm", "eps": 0.01, "status": "ok", "robust_acc": 0.0,
+           "n_clean_correct": 0, "acc_on_correct": float("nan"), "attack_success_rate": float("nan")}
+    append_row(tmp_path, row)
+    assert len(read_rows(tmp_path)) == 1
+    append_row(tmp_path, row | {"robust_acc": float("nan")})
+    with pytest.raises(Exception, match="field robust_acc must be a finite number"):
+        read_rows(tmp_path)

@@ -40,9 +40,10 @@ class Within:
     low: float
     high: float
     null: bool = False
+    nan: bool = False  # NaN is a value robench writes here (a ratio of 0 to 0)
 
     def problem(self, value, path: str) -> str | None:
-        if value is None and self.null:
+        if value is None and self.null or self.nan and type(value) is float and math.isnan(value):
             return None
         if type(value) in (int, float) and math.isfinite(value) and self.low <= value <= self.high:
             return None
@@ -53,6 +54,8 @@ class Within:
 
 NUMBER = (int, float)
 FRACTION = Within(0, 1, null=True)  # every accuracy and rate of a row is a fraction in [0, 1]
+# Over the clean-correct images: NaN (0 of 0) for a model that got none of the attacked images right.
+OVER_CORRECT = Within(0, 1, null=True, nan=True)
 TEXT = (str, None)
 _NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
 
@@ -76,8 +79,8 @@ ROW = {
     "attack_family": TEXT, "attack_norm": TEXT,
     **dict.fromkeys(("n_test", "n_attacked", "n_clean_correct", "epochs", "best_epoch", "escalated", "escalation_fooled",
                      "escalation_rounds"), _NUMBER_OR_NULL),
-    **dict.fromkeys(("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "robust_acc", "robust_bacc",
-                     "acc_on_correct", "attack_success_rate"), FRACTION),
+    **dict.fromkeys(("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "robust_acc", "robust_bacc"), FRACTION),
+    **dict.fromkeys(("acc_on_correct", "attack_success_rate"), OVER_CORRECT),
     "eps_max": Within(0, math.inf, null=True),
     "clean_pred": ([int], None), "adv_pred": ([int], None), "min_eps": ([_NUMBER_OR_NULL], None),
 }
