@@ -45,7 +45,6 @@ import torch
 import robench
 from robench.attack import TARGETED, Attack, check_loss, fools, pgd_first_fooled, pgd_steps
 
-
 MAX_STEPS, MAX_RESTARTS = 100_000, 1_000  # beyond them a typo, not an evaluation (PGD-500 with 5 restarts is a strong one)
 
 

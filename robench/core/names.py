@@ -34,6 +34,13 @@ def name_from(text: str) -> str:
     return name if name and _VALID.fullmatch(name) else "run"
 
 
+def refuse_link(path: Path, flag: str) -> None:
+    """One line if ``path`` is a symbolic link: writing through it would change a file outside ``flag``'s folder."""
+    if Path(path).is_symlink():
+        raise RobenchError(f"{path} is a symbolic link: robench writes only inside {flag}; replace it by the file or "
+                           f"folder itself, or pass another {flag}")
+
+
 def file_in(folder: Path, file_name: str) -> Path:
     """``folder / file_name``, refused unless that is a file directly inside ``folder``: the last
     guard that a page or a plot is never written anywhere else."""

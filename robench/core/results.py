@@ -19,6 +19,7 @@ import pandas as pd
 from robench.attack import CLEAN, LEGACY_NORM, MINIMAL
 from robench.core import schema
 from robench.core.atomic import replacing
+from robench.core.names import refuse_link
 from robench.errors import RobenchError
 
 RESULTS_FILE = "results.jsonl"
@@ -108,9 +109,7 @@ def own_file(path: Path) -> Path:
     (writing through it would change a file outside ``--out``) or not a regular file (a named pipe
     would hang the reader)."""
     path = Path(path)
-    if path.is_symlink():
-        raise RobenchError(f"{path} is a symbolic link: robench reads and writes only the run folder's own files; "
-                           "replace it by the file itself, or use another --out")
+    refuse_link(path, "--out")
     if path.exists() and not path.is_file():
         raise RobenchError(f"{path} is not a regular file (a folder, a pipe or a device): move it away, or use another --out")
     return path

@@ -42,14 +42,14 @@ class Within:
     null: bool = False
     nan: bool = False  # NaN is a value robench writes here (a ratio of 0 to 0)
 
-    def problem(self, value, path: str) -> str | None:
+    def fits(self, value) -> bool:
         if value is None and self.null or self.nan and type(value) is float and math.isnan(value):
-            return None
-        if type(value) in (int, float) and math.isfinite(value) and self.low <= value <= self.high:
-            return None
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            return True
+        return type(value) in (int, float) and math.isfinite(value) and self.low <= value <= self.high
+
+    def __str__(self) -> str:
         span = f"from {self.low:g} to {self.high:g}" if math.isfinite(self.high) else f"of at least {self.low:g}"
-        return f"field {path} must be a finite number {span}{' or null' if self.null else ''}, got {shown}"
+        return f"a finite number {span}{' or null' if self.null else ''}"
 
 
 NUMBER = (int, float)
@@ -141,7 +141,7 @@ def check(value, shape, source: str, advice: str) -> None:
 def problem(value, shape, path: str = "") -> str | None:
     """What is wrong with ``value`` against ``shape``, naming the field; None when it fits."""
     if isinstance(shape, Within):
-        return shape.problem(value, path)
+        return None if shape.fits(value) else _wrong(value, shape, path)
     if isinstance(shape, tuple) and not _is_scalar(shape):
         scalars = tuple(s for s in shape if _is_scalar(s))
         if scalars and _is(value, scalars):
@@ -207,6 +207,8 @@ def describe(shape) -> str:
     """A shape in words: ``([int], None)`` -> "a list of whole numbers or null"."""
     if isinstance(shape, Required):
         return describe(shape.shape)
+    if isinstance(shape, Within):
+        return str(shape)
     if isinstance(shape, tuple):
         number = int in shape and float in shape  # int is a number already
         return " or ".join(dict.fromkeys(describe(s) for s in shape if not (number and s is int)))

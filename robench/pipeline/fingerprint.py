@@ -14,7 +14,6 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-from robench.core.comparable import COMPARABLE  # noqa: F401  (run_settings fills these)
 from robench.pipeline.checkpoints import weights_sha256
 from robench.pipeline.registry import load_registry
 

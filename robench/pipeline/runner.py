@@ -17,6 +17,7 @@ import numpy as np
 from robench.attack import CLEAN
 from robench.core import progress, results
 from robench.core.metrics import eps_label, majority_accuracy
+from robench.core.names import refuse_link
 from robench.errors import RobenchError
 from robench.pipeline import checkpoints, executors, features, resume, threads, tuning
 from robench.pipeline.fingerprint import run_settings
@@ -125,9 +126,7 @@ def refuse_links(out: Path) -> None:
     """Before anything trains: none of the files and folders a run writes in ``out`` is a symbolic link
     (a linked checkpoints/ or results.jsonl would make it write outside ``out``)."""
     for name in (results.RESULTS_FILE, results.CONFIG_FILE, checkpoints.FOLDER, features.FOLDER, tuning.STORAGE):
-        if (out / name).is_symlink():
-            raise RobenchError(f"{out / name} is a symbolic link: robench writes only inside --out; replace it by "
-                               "the file or folder itself, or use another --out")
+        refuse_link(out / name, "--out")
 
 
 def _summary_line(label: str, seed: int, rows: list[dict]) -> str:

@@ -61,9 +61,9 @@ def parse_tune(text: str) -> dict[str, SearchRange | None]:
         name, _, bounds = part.partition("=")
         low, colon, high = bounds.partition(":")
         try:
-            wanted[name.strip()] = SearchRange(float(low), float(high)) if bounds else None
             if bounds and not colon:
                 raise ValueError("a range is LOW:HIGH")
+            wanted[name.strip()] = SearchRange(float(low), float(high)) if bounds else None
         except ValueError as exc:
             raise RobenchError(f"--tune {part!r}: {exc}: write NAME or NAME=LOW:HIGH, e.g. lr=1e-5:1e-2") from None
     if not wanted:

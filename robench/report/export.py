@@ -92,8 +92,7 @@ def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     def safe(value):
         return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
-    return table.apply(lambda column: column.astype(object).map(safe) if column.map(lambda v: isinstance(v, str)).any()
-                       else column)
+    return table.apply(lambda column: column.map(safe))
 
 
 def _number(value):

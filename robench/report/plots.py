@@ -19,6 +19,7 @@ import hashlib
 import math
 import re
 import shutil
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def file_names(name: str, labels: Sequence[str]) -> dict[str, str]:
     ``pgd(steps=２)``, a full-width digit) each get a short hash of the label, so that no plot
     replaces another's."""
     plain = {label: file_name(name, label) for label in labels}
-    shared = {file for file in plain.values() if list(plain.values()).count(file) > 1}
+    shared = {file for file, n in Counter(plain.values()).items() if n > 1}
     return {label: file.removesuffix(".png") + f"-{hashlib.sha256(label.encode()).hexdigest()[:8]}.png" if file in shared
             else file for label, file in plain.items()}
 

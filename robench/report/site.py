@@ -20,7 +20,7 @@ import pandas as pd
 from robench import __version__
 from robench.core.atomic import replacing
 from robench.core.metrics import eps_label
-from robench.core.names import visible
+from robench.core.names import refuse_link, visible
 from robench.core.results import RESULTS_FILE, run_folder
 from robench.errors import RobenchError
 from robench.report import flags, leaderboard, merge, per_class
@@ -89,9 +89,7 @@ def _folder(to: Path) -> Path:
     to = Path(to)
     if to.exists() and not to.is_dir():
         raise RobenchError(f"--to {to} is a file: pass a folder (robench creates it if missing)")
-    if (to / PLOTS).is_symlink():
-        raise RobenchError(f"{to / PLOTS} is a symbolic link: the site is written only inside --to; remove it or pass "
-                           "another folder")
+    refuse_link(to / PLOTS, "--to")
     try:
         (to / PLOTS).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
