@@ -106,3 +106,21 @@ def test_a_model_that_learned_nothing_is_named_at_the_end_with_what_to_try(tmp_p
     assert main(argv) == 0, capsys.readouterr().err
     lines = [line for line in capsys.readouterr().out.splitlines() if "learned nothing" in line]
     assert len(lines) == 1 and lines[0].startswith("linear_probe(lr=1e-12) learned nothing (") and "--tune" in lines[0]
+
+
+def test_runs_tuned_with_one_budget_share_a_page_naming_every_search_and_other_budgets_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])  # drawn in test_plots.py
+    made = {}
+    for name, strategy, budget in (("a", "linear_probe", "2x1"), ("b", "linear_probe:weight_decay=0.001", "2x1"),
+                                   ("c", "linear_probe:weight_decay=0.01", "3x1")):
+        made[name] = tmp_path / name
+        argv = [strategy if arg == "linear_probe" else arg for arg in BASE]
+        argv += ["--tune", "lr", "--tune-budget", budget, "--out", str(made[name])]
+        assert main(argv) == 0, capsys.readouterr().err
+    page = tmp_path / "page"
+    assert main(["leaderboard", str(made["a"]), str(made["b"]), "--leaderboard-dir", str(page), "--name", "both"]) == 0
+    header = (page / "both.md").read_text().split("Command:")[0]
+    assert "linear_probe: lr" in header and "linear_probe(weight_decay=0.001): lr" in header and "2 trials of at most 1 epochs" in header
+    capsys.readouterr()
+    assert main(["leaderboard", str(made["a"]), str(made["c"]), "--leaderboard-dir", str(page), "--name", "mixed"]) == 2
+    assert "--tune-budget 2x1 vs 3x1: their strategies were not given the same search" in capsys.readouterr().err

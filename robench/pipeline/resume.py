@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from robench.attack import CLEAN, MINIMAL
 from robench.core import results
-from robench.core.comparable import BEFORE_RECORDED, COMPARABLE, merge_configs, show
+from robench.core.comparable import first_difference, merge_configs, show
 from robench.errors import RobenchError
 from robench.pipeline import checkpoints, features
 
@@ -115,25 +115,22 @@ def _check_format(out: Path, old: dict) -> None:
 
 
 def _check_comparable(out: Path, old: dict, new: dict) -> None:
-    for field, name in COMPARABLE.items():
-        before = old.get(field, BEFORE_RECORDED.get(field))
-        if before != new[field]:
-            raise RobenchError(
-                f"{out} holds results with {name} {show(before)}, this command has {show(new[field])}: their rows would not be "
-                f"comparable; use the same setting to resume or extend that run, or pass another --out"
-            )
-    for label in sorted(set(old.get("plugins", {})) & set(new["plugins"])):
-        if old["plugins"][label] != new["plugins"][label]:
-            raise RobenchError(
-                f"{out} holds results of {label} from {old['plugins'][label]}, this robench has {new['plugins'][label]}: "
-                f"rows of two versions would be mixed; rerun with the old version, or pass another --out"
-            )
-    for label in sorted(set(old["recipes"]) & set(new["recipes"])):
-        before, now = old["recipes"][label], new["recipes"][label]
-        changed = [key for key in now if before.get(key) != now[key]]
-        if changed:
-            diff = ", ".join(f"{key} {before.get(key)} -> {now[key]}" for key in changed)
-            raise RobenchError(
-                f"{out} holds results of strategy {label!r} trained with another recipe ({diff}; "
-                f"set by --epochs/--lr/--batch-size or {label}:KEY=VALUE): use the same recipe or pass another --out"
-            )
+    found = first_difference(old, new)
+    if not found:
+        return
+    kind, name, before, now = found
+    if kind == "setting":
+        raise RobenchError(
+            f"{out} holds results with {name} {show(before)}, this command has {show(now)}: their rows would not be "
+            f"comparable; use the same setting to resume or extend that run, or pass another --out"
+        )
+    if kind == "plugin":
+        raise RobenchError(
+            f"{out} holds results of {name} from {before}, this robench has {now}: "
+            f"rows of two versions would be mixed; rerun with the old version, or pass another --out"
+        )
+    diff = ", ".join(f"{key} {before[key]} -> {now[key]}" for key in now)
+    raise RobenchError(
+        f"{out} holds results of strategy {name!r} trained with another recipe ({diff}; "
+        f"set by --epochs/--lr/--batch-size or {name}:KEY=VALUE): use the same recipe or pass another --out"
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robench.core.comparable import BEFORE_RECORDED, COMPARABLE, EXTENDABLE, merge_configs, show
+from robench.core.comparable import EXTENDABLE, budget_text, first_difference, merge_configs, show
 from robench.core.names import name_from
 from robench.core.results import CONFIG_FILE, FORMAT, RESULTS_FILE, read_frame
 from robench.errors import RobenchError
@@ -83,21 +83,18 @@ def refuse_incomparable(dirs: Sequence[Path], configs: Sequence[dict], frames: S
 
 def why_not_comparable(a: dict, b: dict) -> str | None:
     """Why two runs' configs cannot share a page, in words naming the setting and both values; None if they can."""
-    settings_a, settings_b = a["comparable"], b["comparable"]
-    for field, name in COMPARABLE.items():
-        value_a, value_b = (s.get(field, BEFORE_RECORDED.get(field)) for s in (settings_a, settings_b))
-        if value_a != value_b:
+    found = first_difference(a["comparable"], b["comparable"])
+    if found:
+        kind, name, value_a, value_b = found
+        if kind == "setting":
             return f"{name} {show(value_a)} vs {show(value_b)}: their numbers would not be comparable"
-    plugins_a, plugins_b = settings_a.get("plugins", {}), settings_b.get("plugins", {})
-    for label in sorted(set(plugins_a) & set(plugins_b)):
-        if plugins_a[label] != plugins_b[label]:
-            return f"{label} from {plugins_a[label]} vs {plugins_b[label]}: rows of two versions would be mixed"
-    recipes_a, recipes_b = settings_a.get("recipes", {}), settings_b.get("recipes", {})
-    for label in sorted(set(recipes_a) & set(recipes_b)):
-        changed = [key for key in recipes_b[label] if recipes_a[label].get(key) != recipes_b[label][key]]
-        if changed:
-            diff = ", ".join(f"{key} {recipes_a[label].get(key)} vs {recipes_b[label][key]}" for key in changed)
-            return f"strategy {label!r} trained with another recipe ({diff}): its seeds would come from two recipes"
+        if kind == "plugin":
+            return f"{name} from {value_a} vs {value_b}: rows of two versions would be mixed"
+        diff = ", ".join(f"{key} {value_a[key]} vs {value_b[key]}" for key in value_b)
+        return f"strategy {name!r} trained with another recipe ({diff}): its seeds would come from two recipes"
+    if budget_text(a.get("tuning")) != budget_text(b.get("tuning")):
+        return (f"--tune-budget {budget_text(a.get('tuning'))} vs {budget_text(b.get('tuning'))}: their strategies "
+                "were not given the same search")
     if a.get("attacked") != b.get("attacked"):
         return "they attacked other test images (config.json's attacked ids and labels)"
     return None
