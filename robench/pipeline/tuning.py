@@ -113,12 +113,14 @@ def tune(plan, prepared, train_trial, callbacks=()) -> tuple:
         raise RobenchError("--tune searches on the validation split and this dataset's split has none: "
                            "use a dataset with a validation split or drop --tune")
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(config.out) / STORAGE}")
+    # Optuna's TPE draws its first 10 trials at random; a budget of 12 would then model only 2.
+    startup = max(1, config.tune_budget.trials // 2)
     chosen, record = [], {}
     for strategy in plan.strategies:
         space = ranges(strategy, config.tune)
         study = optuna.create_study(
             study_name=f"{strategy.label} {_space_text(space)} budget {config.tune_budget}", storage=storage,
-            load_if_exists=True, direction="maximize", sampler=optuna.samplers.TPESampler(seed=prepared.split.seed),
+            load_if_exists=True, direction="maximize", sampler=optuna.samplers.TPESampler(seed=prepared.split.seed, n_startup_trials=startup),
             pruner=optuna.pruners.SuccessiveHalvingPruner())
         left = config.tune_budget.trials - sum(t.state.name in FINISHED for t in study.trials)
         if left > 0:
@@ -134,7 +136,7 @@ def tune(plan, prepared, train_trial, callbacks=()) -> tuple:
                         "epochs": len(t.intermediate_values)} for t in study.trials if t.state.name in FINISHED],
         }
     summary = {"budget": {"trials": config.tune_budget.trials, "epochs": config.tune_budget.epochs},
-               "sampler": "TPE", "pruner": "successive halving", "seed": config.seeds[0], "strategies": record}
+               "sampler": f"TPE after {startup} random trials", "pruner": "successive halving", "seed": config.seeds[0], "strategies": record}
     return plan._replace(strategies=chosen), summary
 
 
