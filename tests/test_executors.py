@@ -51,6 +51,10 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
         finished = {f.cell: f for f in executors.Ray()(range, [(0, 3), (0, "x")], {})}
         assert finished[(0, 3)].rows == [0, 1, 2] and finished[(0, 3)].error is None
         assert isinstance(finished[(0, "x")].error, TypeError) and finished[(0, "x")].rows == []
+        # --tune's trials go through the same executor: they train in the workers too
+        code, _, err = run_cli(capsys, "run", *BASE, "--strategies", "linear_probe", "--seeds", "0", "--tune", "lr",
+                               "--tune-budget", "4x1", "--executor", "ray", "--out", str(tmp_path / "tuned"))
+        assert code == 0, err
     finally:
         ray.shutdown()
     local, on_ray = read_rows(tmp_path / "local"), read_rows(tmp_path / "ray")
@@ -59,6 +63,8 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
     assert len(list((tmp_path / "ray" / "checkpoints").glob("*.safetensors"))) == 4  # written by the tasks
     config = json.loads((tmp_path / "ray" / "config.json").read_text())
     assert config["execution"]["executor"] == "ray" and config["execution"]["ray_gpus_per_task"] == 0.0
+    trials = json.loads((tmp_path / "tuned" / "config.json").read_text())["tuning"]["strategies"]["linear_probe"]["trials"]
+    assert len(trials) == 4 and len({trial["params"]["lr"] for trial in trials}) == 4  # each worker's sampler its own seed
 
 
 def test_ray_not_installed_is_one_line_saying_what_to_install(capsys, tmp_path, monkeypatch):

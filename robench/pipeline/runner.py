@@ -63,7 +63,7 @@ def _run_grid(planned: Plan, executor, log: progress.RunLog) -> tuple[Path, list
     del model
     tuned = None
     if config.tune:  # the chosen recipes replace the declared ones in the plan every later step receives
-        planned, tuned = tuning.tune(planned, prepared, train_trial)
+        planned, tuned = tuning.tune(planned, prepared, train_trial, executor)
         strategies = planned.strategies
     majority = majority_accuracy(prepared.images.labels[prepared.split.train], test_arrays(prepared)[1])
     settings = run_settings(planned, prepared)

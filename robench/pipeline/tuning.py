@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from robench.errors import RobenchError
+from robench.pipeline.executors import local
 from robench.strategy import TUNABLE, SearchRange
 
 STORAGE = "tuning.db"
@@ -98,12 +99,14 @@ def ranges(strategy, wanted: dict[str, SearchRange | None]) -> dict[str, SearchR
     return found
 
 
-def tune(plan, prepared, train_trial, callbacks=()) -> tuple:
+def tune(plan, prepared, train_trial, executor=local, callbacks=()) -> tuple:
     """Search each strategy's recipe; return the plan (robench.pipeline.plan.Plan, which imports this
     module for its Budget) with the chosen recipes, and config.json's record.
 
     ``train_trial(plan, strategy, seed, prepared, on_epoch)`` trains one trial's model (robench's
     model job without its checkpoint); ``on_epoch(epoch, val_bacc)`` may raise optuna.TrialPruned.
+    The trials run through ``executor`` (robench.pipeline.executors), as the models do: one after
+    another here, or side by side on Ray, each reading and writing the study in the SQLite file.
     """
     import optuna
 
@@ -112,20 +115,22 @@ def tune(plan, prepared, train_trial, callbacks=()) -> tuple:
     if len(prepared.split.val) == 0:
         raise RobenchError("--tune searches on the validation split and this dataset's split has none: "
                            "use a dataset with a validation split or drop --tune")
-    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(config.out) / STORAGE}")
+    url = f"sqlite:///{Path(config.out) / STORAGE}"
     # Optuna's TPE draws its first 10 trials at random; a budget of 12 would then model only 2.
     startup = max(1, config.tune_budget.trials // 2)
     chosen, record = [], {}
     for strategy in plan.strategies:
         space = ranges(strategy, config.tune)
-        study = optuna.create_study(
-            study_name=f"{strategy.label} {_space_text(space)} budget {config.tune_budget}", storage=storage,
-            load_if_exists=True, direction="maximize", sampler=optuna.samplers.TPESampler(seed=prepared.split.seed, n_startup_trials=startup),
-            pruner=optuna.pruners.SuccessiveHalvingPruner())
+        name = f"{strategy.label} {_space_text(space)} budget {config.tune_budget}"
+        study = optuna.create_study(study_name=name, storage=_storage(url), load_if_exists=True, direction="maximize")
         left = config.tune_budget.trials - sum(t.state.name in FINISHED for t in study.trials)
-        if left > 0:
-            study.optimize(_objective(plan, strategy, space, prepared, train_trial), n_trials=left,
-                           callbacks=list(callbacks), catch=())
+        context = {"plan": plan, "strategy": strategy, "space": space, "prepared": prepared, "train_trial": train_trial,
+                   "study_name": name, "url": url, "startup": startup, "callbacks": tuple(callbacks)}
+        for finished in executor(run_trial, [(len(study.trials) + k,) for k in range(max(left, 0))], context):
+            list(finished.rows)  # the local executor runs the trial as its rows are read
+            if finished.error is not None:
+                raise finished.error
+        study = optuna.load_study(study_name=name, storage=_storage(url))  # with the trials other processes ran
         best = study.best_trial
         recipe = strategy.recipe.override(**best.params)
         chosen.append(dataclasses.replace(strategy, recipe=recipe))
@@ -136,8 +141,32 @@ def tune(plan, prepared, train_trial, callbacks=()) -> tuple:
                         "epochs": len(t.intermediate_values)} for t in study.trials if t.state.name in FINISHED],
         }
     summary = {"budget": {"trials": config.tune_budget.trials, "epochs": config.tune_budget.epochs},
-               "sampler": f"TPE after {startup} random trials", "pruner": "successive halving", "seed": config.seeds[0], "strategies": record}
+               "sampler": f"TPE after {startup} random trials", "pruner": "successive halving", "seed": config.seeds[0],
+               "strategies": record}
     return plan._replace(strategies=chosen), summary
+
+
+def run_trial(number: int, *, plan, strategy, space, prepared, train_trial, study_name: str, url: str, startup: int,
+              callbacks: tuple) -> list:
+    """One trial of a strategy's study, wherever the executor runs it: the study is read from and
+    written to its SQLite file, so trials in other processes see each other's results and the
+    pruner compares with them. ``number``: the trial's place in the study, which seeds the sampler
+    (a sampler seeded alike in every process would propose the same values to each)."""
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=prepared.split.seed * 100_003 + number, n_startup_trials=startup)
+    study = optuna.load_study(study_name=study_name, storage=_storage(url), sampler=sampler,
+                              pruner=optuna.pruners.SuccessiveHalvingPruner())
+    study.optimize(_objective(plan, strategy, space, prepared, train_trial), n_trials=1, callbacks=list(callbacks), catch=())
+    return []
+
+
+def _storage(url: str):
+    import optuna
+
+    # trials on Ray write one file at once: wait for the lock rather than fail after SQLite's 5 s
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
 
 
 def _objective(plan, strategy, space: dict[str, SearchRange], prepared, train_trial):
