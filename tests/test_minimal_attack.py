@@ -212,10 +212,10 @@ def test_a_model_with_no_image_right_has_no_median_eps_and_says_so():
 
     import numpy as np
 
-    from robench.report.minimal_eps import _median, median_and_auc
+    from robench.report.minimal_eps import median_and_auc, median_text
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning leaks from the bootstrap
         stats = median_and_auc(np.zeros((2, 5)), 16 / 255)
     assert math.isnan(stats["median"][0]) and stats["auc"] == (0.0, 0.0, 0.0)
-    assert _median(stats["median"], 16 / 255) == "n/a (no image right before the attack)"
+    assert median_text(stats["median"], 16 / 255) == "n/a (no image right before the attack)"

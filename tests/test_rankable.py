@@ -69,7 +69,7 @@ def write_run(path, rows: list[dict], seeds=(0,), strategies=("constant", "good"
 
 def main_rows(page: str) -> dict[str, list[str]]:
     """strategy -> the cells of its row in the main table (the first table with a rank column)."""
-    table = page.split("| rank", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    table = page.split("## Robust accuracy", 1)[1].split("| rank", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
     return {row[1]: row for row in cells}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping
+from functools import cached_property
 
 import pandas as pd
 
@@ -85,7 +86,7 @@ class Board:
         table.insert(2, "balanced acc", [self.cell(s, "clean_bacc") for s in self.strategies])
         if self.config.get("attack_samples"):
             table.insert(3, "clean acc (attacked)", [self.cell(s, "attack_clean_acc") for s in self.strategies])
-        table["trainable params"] = [self._params(s) for s in self.strategies]
+        table["trainable params"] = [self.params(s) for s in self.strategies]
         table["s/epoch"] = [self.cell(s, "seconds_per_epoch", scale=1, digits=1) for s in self.strategies]
         table["train s"] = [self.cell(s, "train_seconds", scale=1, digits=0) for s in self.strategies]
         table["peak MiB"] = [self.cell(s, "peak_mem_mb", scale=1, digits=0) for s in self.strategies]
@@ -96,13 +97,21 @@ class Board:
         """The rank's columns: the first attack column's attack (the worst case where there is one) at every eps."""
         return [column for column in self.columns if column[0] == self.columns[0][0]]
 
-    def ranks(self) -> dict[str, int | None] | None:
-        """Each strategy's rank under the headline columns (uncertainty.ranks), None for a strategy
-        that may not be ranked (robench.report.rankable); None without per-image records or attacks."""
+    @cached_property
+    def separations(self) -> tuple[list[str], list[tuple[str, str, float, float]]] | None:
+        """The rankable strategies with scores and the pairs the paired tests set apart under the
+        headline columns (uncertainty.separations); None without per-image records or attacks."""
         if self.labels is None or not self.headline:
             return None
-        found = uncertainty.ranks(self.frame, self.labels, [s for s in self.strategies if s not in self.not_ranked.why],
-                                  self.headline)
+        return uncertainty.separations(self.frame, self.labels,
+                                       [s for s in self.strategies if s not in self.not_ranked.why], self.headline)
+
+    def ranks(self) -> dict[str, int | None] | None:
+        """Each strategy's rank under the headline columns: 1 + the number shown more robust; None for
+        a strategy that may not be ranked (robench.report.rankable); None without records or attacks."""
+        if self.separations is None:
+            return None
+        found = uncertainty.ranks_from(*self.separations)
         return {s: found.get(s) for s in self.strategies}
 
     def rank_cells(self) -> list[str] | None:
@@ -125,7 +134,7 @@ class Board:
         found = uncertainty.against_the_best(self.frame, self.labels, compared, self.columns, reference, candidates)
         return uncertainty.paired_section(found, compared, self.columns, notice) or notice
 
-    def _params(self, strategy: str) -> str:
+    def params(self, strategy: str) -> str:
         """Count and share of the backbone: the cost axis of parameter-efficient fine-tuning."""
         trainable = self.stats.get((strategy, CLEAN, None, "trainable_params"))
         if trainable is None:

@@ -25,7 +25,7 @@ from robench.core.names import fence, visible
 from robench.core.results import CONFIG_FILE, RESULTS_FILE
 from robench.defense import NONE
 from robench.errors import RobenchError
-from robench.report import escalation_page, export, flags, minimal_eps, per_class, publish, rankable
+from robench.report import escalation_page, export, flags, headline, minimal_eps, per_class, publish, rankable
 from robench.report.board import Board, human_count
 from robench.report.merge import board_frame, page_name, read_runs, run_dirs
 from robench.report.summary import DEFAULT_PROTOCOL, PROTOCOLS, UNKNOWN, _sentence, attacked_labels, summarise
@@ -80,6 +80,7 @@ def render(
                                        dataset.get("malignant") or ())
     sections = [
         f"# robench leaderboard: {page_name(config)}",
+        *([glance] if (glance := headline.section(board, notes or {})) else []),
         header(config),
         f"## {_sentence(PROTOCOLS[protocol_name].title)}",
         _markdown(main),

@@ -90,7 +90,7 @@ def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
                 continue
             matrix, eps_max = found
             stats = median_and_auc(matrix, eps_max)
-            lines.append({"strategy": strategy, "median eps* of clean-correct images (×255)": _median(stats["median"], eps_max),
+            lines.append({"strategy": strategy, "median eps* of clean-correct images (×255)": median_text(stats["median"], eps_max),
                           f"AUC to {255 * eps_max:g}/255 (%)": _pct(stats["auc"]),
                           "not fooled up to eps_max (%)": f"{100 * np.isinf(matrix).mean():.1f}",
                           "seeds × images": f"{matrix.shape[0]} × {matrix.shape[1]}"})
@@ -108,7 +108,7 @@ def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
             "(docs/protocol.md). `>eps_max`: more than half of them survived eps_max.\n\n" + "\n\n".join(parts))
 
 
-def _median(stat: tuple[float, float, float], eps_max: float) -> str:
+def median_text(stat: tuple[float, float, float], eps_max: float) -> str:
     if math.isnan(stat[0]):
         return "n/a (no image right before the attack)"
 

@@ -95,7 +95,7 @@ def _model_cells(board: Board, strategy: str, notes: str) -> dict[str, Cell]:
     return {
         "clean": Cell(board.cell(strategy, "clean_acc"), _percent(stat((strategy, CLEAN, None, "clean_acc")))),
         "balanced": Cell(board.cell(strategy, "clean_bacc"), _percent(stat((strategy, CLEAN, None, "clean_bacc")))),
-        "params": Cell(board._params(strategy), "" if trainable is None else f"{trainable.mean:g}"),
+        "params": Cell(board.params(strategy), "" if trainable is None else f"{trainable.mean:g}"),
         "seeds": Cell("" if seeds is None else str(seeds.n), "" if seeds is None else str(seeds.n)),
         "notes": Cell(notes),
     }

@@ -26,6 +26,7 @@ is computed from the per-image records of the rows (``adv_pred`` and the attacke
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -210,21 +211,33 @@ def scores_by_seed(frame: pd.DataFrame, labels, strategy: str, columns: Sequence
     return {seed: np.mean([c[seed] for c in by_column], axis=0) for seed in sorted(seeds)}
 
 
-def ranks(frame: pd.DataFrame, labels, strategies: Sequence[str], columns: Sequence[tuple[str, float]]) -> dict[str, int]:
-    """Rank with ties: 1 + the number of ``strategies`` shown to be more robust on ``columns`` (the
-    headline attack at every eps). Per pair, :func:`compare` on each image's score (scores_by_seed):
-    per seed the sign test on the images whose scores differ (McNemar's exact test for one column),
-    seeds combined by Stouffer's method, Holm over the pairs, and the interval of the difference of
-    mean scores, from one draw of whole images per replicate for every column and both strategies,
-    excluding 0 (:attr:`Comparison.significant`). Strategies no test separates share a rank. The
-    caller passes only strategies that may be ranked (robench.report.rankable)."""
+def separations(frame: pd.DataFrame, labels, strategies: Sequence[str],
+                columns: Sequence[tuple[str, float]]) -> tuple[list[str], list[tuple[str, str, float, float]]]:
+    """(the strategies with scores on every column, the pairs shown apart as (more robust, less
+    robust, difference of mean scores, Holm-adjusted p)). Per pair, :func:`compare` on each image's
+    score (scores_by_seed): per seed the sign test on the images whose scores differ (McNemar's
+    exact test for one column), seeds combined by Stouffer's method, Holm over the pairs, and the
+    interval of the difference of mean scores, from one draw of whole images per replicate for
+    every column and both strategies, excluding 0 (:attr:`Comparison.significant`)."""
     cells = {s: scores for s in strategies if (scores := scores_by_seed(frame, labels, s, columns))}
     pairs = [(a, b) for i, a in enumerate(cells) for b in list(cells)[i + 1:]
              if len({len(v) for v in [*cells[a].values(), *cells[b].values()]}) == 1]
     found = [(a, b, *compare(cells[a], cells[b])) for a, b in pairs]  # (a, b, difference, low, high, p)
     adjusted = multipletests([f[5] for f in found], alpha=ALPHA, method="holm")[1] if found else []
-    better = {s: 0 for s in cells}
-    for (a, b, difference, low, high, _), p_holm in zip(found, adjusted):
-        if p_holm < ALPHA and (low > 0 or high < 0):
-            better[b if difference > 0 else a] += 1
-    return {s: 1 + better[s] for s in cells}  # a strategy without scores on every column gets none
+    apart = [((a, b) if difference > 0 else (b, a)) + (abs(difference), float(p_holm))
+             for (a, b, difference, low, high, _), p_holm in zip(found, adjusted)
+             if p_holm < ALPHA and (low > 0 or high < 0)]
+    return list(cells), apart
+
+
+def ranks(frame: pd.DataFrame, labels, strategies: Sequence[str], columns: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """Rank with ties: 1 + the number of ``strategies`` shown to be more robust on ``columns`` (the
+    headline attack at every eps; :func:`separations`). Strategies no test separates share a rank.
+    The caller passes only strategies that may be ranked (robench.report.rankable)."""
+    return ranks_from(*separations(frame, labels, strategies, columns))
+
+
+def ranks_from(scored: Sequence[str], apart: Sequence[tuple[str, str, float, float]]) -> dict[str, int]:
+    """The ranks of :func:`separations`' result; a strategy without scores on every column gets none."""
+    better = Counter(loser for _, loser, _, _ in apart)
+    return {s: 1 + better[s] for s in scored}
