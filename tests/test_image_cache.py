@@ -1,10 +1,11 @@
-"""The decoded-image cache cannot poison a run: a damaged, reshaped or swapped file is reported in
-one line and rebuilt, a full disk leaves no file and the run goes on, and `robench cache` shows
-and clears it."""
+"""The decoded-image cache cannot poison a run: a damaged, reshaped, swapped or forged file is
+reported in one line and rebuilt, a folder others can write to is not used, a full disk leaves no
+file and the run goes on, and `robench cache` shows and clears it without following links."""
 
 from __future__ import annotations
 
 import errno
+import os
 
 import numpy as np
 import pytest
@@ -83,17 +84,61 @@ def test_a_damaged_cache_is_reported_in_one_line_and_rebuilt(files, decodes, cap
     again = images.load_images(files, SIZE)
     notices = capsys.readouterr().out.splitlines()
     assert len(notices) == 1 and "not used" in notices[0] and "decoding the images again" in notices[0], notices
-    assert len(decodes) == 12 and torch.equal(again, first) and torch.equal(again, expected(files))
-    assert [p.name for p in cache_files()] == [cached.name]  # rebuilt under the same key and checksum
+    checked = 6 if how == "other pixels" else 0  # a file of the right shape: its sample is decoded anew first
+    assert len(decodes) == 12 + checked and torch.equal(again, first) and torch.equal(again, expected(files))
+    assert [p.name for p in cache_files()] == [cached.name]  # rebuilt under the same key
 
-    assert torch.equal(images.load_images(files, SIZE), first) and len(decodes) == 12  # and read back
+    assert torch.equal(images.load_images(files, SIZE), first) and len(decodes) == 18 + checked  # read back, its sample checked
 
 
-def test_a_cache_is_named_by_its_key_and_the_checksum_of_its_pixels(files):
+def test_a_cache_is_named_by_its_key_and_is_a_plain_npy_in_a_private_folder(files):
     pixels = images.load_images(files, SIZE).numpy()
     [cached] = cache_files()
-    assert cached.name == f"{images._cache_key(files, SIZE)}-{images._pixels_digest(pixels)}.npy"
+    assert cached.name == f"{images._cache_key(files, SIZE)}.npy"
     assert np.array_equal(np.load(cached), pixels)  # a plain .npy anyone can read
+    assert images.cache_dir().stat().st_mode & 0o077 == 0
+
+
+def test_a_forged_entry_with_one_image_changed_is_caught_by_the_sample(tmp_path, decodes, capsys):
+    """Every image is in the sample of a set this small: one planted image is enough to refuse the file."""
+    paths = []
+    for index in range(images.SAMPLE):
+        paths.append(tmp_path / "many" / f"{index}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        Image.new("RGB", (12, 12), (index, 2 * index, 3 * index)).save(paths[-1])
+    honest = images.load_images(paths, SIZE)
+    [cached] = cache_files()
+    forged = honest.numpy().copy()
+    forged[17] = 255 - forged[17]  # a planted image, the rest untouched
+    with open(cached, "wb") as f:
+        np.save(f, forged)
+    capsys.readouterr()
+    assert torch.equal(images.load_images(paths, SIZE), honest)
+    assert "1 of 64 images decoded anew from their files differ from it" in capsys.readouterr().out
+
+
+def test_a_cache_folder_others_can_write_to_is_not_used(files, decodes, capsys):
+    images.load_images(files, SIZE)
+    os.chmod(images.cache_dir(), 0o777)
+    [cached] = cache_files()
+    before = cached.stat().st_mtime_ns
+    capsys.readouterr()
+    assert torch.equal(images.load_images(files, SIZE), expected(files)) and len(decodes) == 12  # decoded, not read
+    notices = capsys.readouterr().out.splitlines()
+    assert len(notices) == 1 and "not used: other users can write to it (mode 777)" in notices[0], notices
+    assert cached.stat().st_mtime_ns == before  # nor written
+
+
+def test_cache_clear_does_not_follow_a_linked_folder(tmp_path, capsys):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "precious.npy").write_bytes(b"keep me")
+    images.cache_dir().parent.mkdir(parents=True)
+    images.cache_dir().symlink_to(outside)
+    assert main(["cache", "clear"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a symbolic link" in err and "Traceback" not in err
+    assert (outside / "precious.npy").read_bytes() == b"keep me"
 
 
 def test_a_full_disk_leaves_no_file_and_the_images_are_still_returned(files, decodes, capsys, monkeypatch):

@@ -131,6 +131,9 @@ def cmd_download(args, argv) -> int:
 def cmd_cache(args, argv) -> int:
     from robench.data.images import cache_dir, cache_files
 
+    if args.action == "clear" and (link := next((f for f in (cache_dir(), cache_dir().parent) if f.is_symlink()), None)):
+        raise RobenchError(f"{link} is a symbolic link to {link.resolve()}: `robench cache clear` deletes only in a folder of "
+                           "its own, never through a link; delete the link, or point ROBENCH_CACHE_DIR at the folder itself")
     files = cache_files()
     size = f"{len(files)} files, {sum(files.values()) / 1e9:.2f} GB"
     if args.action == "clear":

@@ -4,10 +4,14 @@ Decoding 10,015 JPEGs takes minutes on a laptop, while every run needs the same 
 decoded uint8 array is saved as one .npy file keyed by the files (path, size, mtime) and the
 image size, so a second run with the same set loads it in seconds and a changed file misses.
 
-A cache must never change a run's numbers or stop it: the file is named ``<key>-<checksum>.npy``
-(the checksum of its pixels), written atomically, and checked on every load; a file that is
-damaged, of another shape or holds other pixels is reported, removed and rebuilt. Where it lives,
-its size and how to clear it: docs/caches.md.
+A cache must never change a run's numbers or stop it: the file, ``<key>.npy``, is written
+atomically and checked on every load, its header and shape, and a random sample of its images
+decoded anew from their files: a file that is damaged, of another shape or holds other pixels
+(copied from another set, or forged: a key is computable from the sources, so a name proves
+nothing) is reported, removed and rebuilt. The sample is drawn afresh on every load, so a forger
+cannot know which images are checked; it replaced a checksum of every pixel (5 s at 224 px for
+HAM10000), which anyone able to forge the file could compute too. A folder that other users can
+write to is not used at all. Where it lives, its size and how to clear it: docs/caches.md.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +35,8 @@ from robench.core.progress import progress, say
 from robench.errors import DataError
 
 # Bump when the decoding below changes, so that caches written by older code are not reused.
-_CACHE_VERSION = 2
-_CHUNK = 64 * 2**20  # bytes hashed per task
+_CACHE_VERSION = 3
+SAMPLE = 64  # images decoded anew to check a cache file on each load
 
 
 def cache_dir() -> Path:
@@ -46,7 +51,7 @@ def cache_files() -> dict[Path, int]:
     for path in sorted(folder.glob("*")) if folder.is_dir() else []:
         if path.suffix == ".npy" or path.name.endswith(".partial"):
             with contextlib.suppress(OSError):  # deleted meanwhile by a run or another clear
-                found[path] = path.stat().st_size
+                found[path] = path.lstat().st_size  # a link's own size: nothing is followed
     return found
 
 
@@ -73,7 +78,10 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
 def load_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
     """All files as one uint8 N x 3 x S x S tensor, from the cache when the same set was decoded before."""
     key, shape = _cache_key(paths, image_size), (len(paths), 3, image_size, image_size)
-    cached = _read_cache(key, shape)
+    unsafe = unsafe_folder(cache_dir())
+    if unsafe:
+        say(f"image cache folder {cache_dir()} not used: {unsafe}; make it private (chmod 700) or set ROBENCH_CACHE_DIR")
+    cached = None if unsafe else _read_cache(key, shape, paths, image_size)
     if cached is not None:
         return torch.from_numpy(cached)
     pixels = np.empty(shape, dtype=np.uint8)
@@ -81,8 +89,23 @@ def load_images(paths: Sequence[Path], image_size: int) -> torch.Tensor:
         decoded = pool.map(lambda path: decode_image(path, image_size), paths)
         for index, image in enumerate(progress(decoded, total=len(paths), desc="decode images", unit="img")):
             pixels[index] = image
-    _write_cache(key, pixels)
+    if not unsafe:
+        _write_cache(key, pixels)
     return torch.from_numpy(pixels)
+
+
+def unsafe_folder(folder: Path) -> str | None:
+    """Why a cache folder may not be trusted (another user owns it, or others can write to it), or None.
+    Whoever can write there can plant pixels that a run would train and attack on."""
+    try:
+        found = folder.stat()
+    except OSError:
+        return None  # not there yet: robench creates it private
+    if hasattr(os, "getuid") and found.st_uid != os.getuid():
+        return f"it belongs to another user (uid {found.st_uid})"
+    if found.st_mode & 0o022:
+        return f"other users can write to it (mode {stat.S_IMODE(found.st_mode):o})"
+    return None
 
 
 def _cache_key(paths: Sequence[Path], image_size: int) -> str:
@@ -95,44 +118,45 @@ def _cache_key(paths: Sequence[Path], image_size: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def _pixels_digest(pixels: np.ndarray) -> str:
-    """sha256 of the sha256s of the array's 64 MB chunks, hashed on up to 8 cores (hashlib lets go
-    of the GIL): one core hashes about 1 GB/s, and HAM10000 at 224 is 1.5 GB (docs/caches.md)."""
-    data = memoryview(np.ascontiguousarray(pixels)).cast("B")
-    chunks = [data[start:start + _CHUNK] for start in range(0, len(data), _CHUNK)]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return hashlib.sha256(b"".join(pool.map(lambda chunk: hashlib.sha256(chunk).digest(), chunks))).hexdigest()[:32]
-
-
-def _read_cache(key: str, shape: tuple[int, ...]) -> np.ndarray | None:
+def _read_cache(key: str, shape: tuple[int, ...], paths: Sequence[Path], image_size: int) -> np.ndarray | None:
     """The cached pixels of ``key``, or None. A file that is truncated, empty, not an array, of
-    another shape, or whose pixels do not match the digest in its name is reported in one line
-    and removed, and the images are decoded again."""
-    for path in sorted(cache_dir().glob(f"{key}-*.npy")):
-        try:
-            mapped = np.lib.format.open_memmap(path, mode="r")  # checks the header and the length, reads no pixels
-            found, dtype = mapped.shape, mapped.dtype
-            del mapped
-            if found != shape or dtype != np.uint8:
-                problem = f"it holds {dtype} {found}, not uint8 {shape}"
-            else:
-                pixels = np.load(path)  # one read(), several times faster than copying the memory map
-                problem = None if path.name == f"{key}-{_pixels_digest(pixels)}.npy" else "its pixels do not match its checksum"
-        except (OSError, ValueError, EOFError) as exc:
-            problem = f"unreadable, damaged or cut short ({type(exc).__name__})"
-        if problem is None:
-            return pixels
-        say(f"image cache {path} not used: {problem}; decoding the images again")
-        with contextlib.suppress(OSError):
-            path.unlink()
+    another shape, or whose sampled images differ from their files decoded anew is reported in one
+    line and removed, and the images are decoded again."""
+    path = cache_dir() / f"{key}.npy"
+    if not path.exists():
+        return None
+    try:
+        mapped = np.lib.format.open_memmap(path, mode="r")  # checks the header and the length, reads no pixels
+        found, dtype = mapped.shape, mapped.dtype
+        del mapped
+        if found != shape or dtype != np.uint8:
+            problem = f"it holds {dtype} {found}, not uint8 {shape}"
+        else:
+            pixels = np.load(path)  # one read(), several times faster than copying the memory map
+            problem = _differs(pixels, paths, image_size)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = f"unreadable, damaged or cut short ({type(exc).__name__})"
+    if problem is None:
+        return pixels
+    say(f"image cache {path} not used: {problem}; decoding the images again")
+    with contextlib.suppress(OSError):
+        path.unlink()
     return None
+
+
+def _differs(pixels: np.ndarray, paths: Sequence[Path], image_size: int) -> str | None:
+    """How many of a fresh random sample of images differ from their files decoded anew, or None."""
+    picked = np.random.default_rng().choice(len(paths), size=min(SAMPLE, len(paths)), replace=False)  # unseeded
+    wrong = sum(not np.array_equal(pixels[i], decode_image(paths[i], image_size)) for i in picked)
+    return f"{wrong} of {len(picked)} images decoded anew from their files differ from it" if wrong else None
 
 
 def _write_cache(key: str, pixels: np.ndarray) -> None:
     """Save the pixels under their key and checksum, atomically; a full disk or a read-only cache
     folder leaves no file and costs only the next run's decoding."""
-    target = cache_dir() / f"{key}-{_pixels_digest(pixels)}.npy"
+    target = cache_dir() / f"{key}.npy"
     try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: see unsafe_folder
         with atomic.replacing(target) as partial, open(partial, "wb") as f:
             np.save(f, pixels)
     except OSError as exc:
