@@ -78,3 +78,34 @@ def test_a_class_folder_linking_back_to_the_dataset_is_refused(tmp_path):
     (tmp_path / "data" / "everything").symlink_to(tmp_path / "data")
     with pytest.raises(DataError, match="holds the dataset itself"):
         resolve_dataset("folder").load(tmp_path / "data", image_size=32)
+
+
+def test_a_class_too_small_for_the_test_split_is_said_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ROBENCH_QUIET", raising=False)  # conftest silences notices
+    class_folders(tmp_path / "data", ["a", "b"], per_class=20)
+    class_folders(tmp_path / "data", ["rare"], per_class=1)
+    from robench.data.split import split
+
+    images = resolve_dataset("folder").load(tmp_path / "data", image_size=16)
+    capsys.readouterr()
+    found = split(images, seed=0)
+    lines = capsys.readouterr().out.splitlines()
+    rare = images.classes.index("rare")
+    assert rare not in images.labels[found.test].tolist()
+    assert any("no test image of class(es) rare (1 image in all)" in line and "over the other 2 classes" in line
+               for line in lines), lines
+
+
+def test_file_and_folder_names_that_are_not_utf8_load_or_stop_in_one_line(tmp_path, capsys):
+    class_folders(tmp_path / "data", ["a", "b"], per_class=10)
+    odd = bytes(tmp_path / "data" / "a") + b"/\xff\xfe.png"  # a name no UTF-8 decoder reads
+    (tmp_path / "data" / "a" / "a_0.png").rename(odd.decode("utf-8", "surrogateescape"))
+    (tmp_path / "data" / "b").rename((bytes(tmp_path / "data") + b"/b\xe9").decode("utf-8", "surrogateescape"))  # a Latin-1 class name
+    code = main(["run", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--backbone", "robench_vit_micro",
+                 "--image-size", "16", "--epochs", "1", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+                 "--escalation", "off", "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path / "boards")])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert code == 0, err
+    page = (tmp_path / "run" / "leaderboard.md").read_text()  # valid UTF-8: the odd bytes are shown escaped
+    assert "b\\xe9" in page  # the class: its byte written out

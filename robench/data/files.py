@@ -25,6 +25,8 @@ def image_set(name: str, files: Sequence[Path], labels: Sequence[str], *, classe
     ``groups`` default to one per image; ``assigned`` ("train"/"val"/"test" per file) fixes the
     split; ``subset`` keeps about that many images, whole groups, each class in its share.
     """
+    classes, labels, ids, source = [readable(c) for c in classes], [readable(x) for x in labels], [readable(i) for i in ids], readable(source)
+    groups = None if groups is None else [readable(g) for g in groups]
     if len(classes) < 2:
         raise DataError(f"{source} has {len(classes)} class(es) ({', '.join(classes) or 'none'}): "
                         "a classifier needs at least 2; add a folder or label per class")
@@ -47,6 +49,12 @@ def image_set(name: str, files: Sequence[Path], labels: Sequence[str], *, classe
         description=f"{source}, {extent}, {len(classes)} classes, {image_size}x{image_size}",
         assigned=None if assigned is None else tuple(assigned[i] for i in keep),
     )
+
+
+def readable(text: str) -> str:
+    """A name taken from the file system as valid text: bytes that are not UTF-8 (a Latin-1 folder
+    name, which Python keeps as lone surrogates that no file or page can hold) written as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def data_folder(data_dir: Path | None, dataset: str) -> Path:

@@ -114,7 +114,7 @@ def _cache_key(paths: Sequence[Path], image_size: int) -> str:
     for path in paths:
         resolved = Path(path).resolve()
         stat = resolved.stat()
-        digest.update(f"{resolved}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(os.fsencode(resolved) + f"\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())  # any name's bytes
     return digest.hexdigest()[:32]
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from robench.core.progress import say
 from robench.dataset import ImageSet, Split
 from robench.errors import DataError
 
@@ -39,6 +40,7 @@ def split(images: ImageSet, *, seed: int = 0, val_fraction: float = 0.15, test_f
         rest, test = _hold_out(np.arange(len(labels)), labels, groups, test_fraction, seed)
         train, val = _hold_out(rest, labels, groups, val_fraction / (1 - test_fraction), seed)
     _check_trained_classes(images, train, {"val": val, "test": test})
+    _say_missing_classes(images, {"test": test, "validation": val})
     test_ids = "\n".join(sorted(images.ids[index] for index in test))
     return Split(
         train=train, val=val, test=test, seed=seed,
@@ -57,6 +59,20 @@ def _check_trained_classes(images: ImageSet, train: np.ndarray, others: dict[str
             names = ", ".join(images.classes[label] for label in untrained)
             raise DataError(f"{images.name}: class(es) {names} in {part} have no training image: "
                             "add training images of them, or remove them from the data")
+
+
+def _say_missing_classes(images: ImageSet, parts: dict[str, np.ndarray]) -> None:
+    """One line per part that lacks a class the data has: its balanced accuracy is then over fewer
+    classes than the model answers, which a reader of the page would not guess."""
+    present, counts = np.unique(images.labels.numpy(), return_counts=True)
+    for part, indices in parts.items():
+        if not len(indices):
+            continue
+        missing = [(images.classes[c], n) for c, n in zip(present, counts) if c not in set(images.labels[indices].tolist())]
+        if missing:
+            names = ", ".join(f"{name} ({n} image{'s' if n > 1 else ''} in all)" for name, n in missing)
+            say(f"{images.name}: no {part} image of class(es) {names}, too few to hold some out by group: "
+                f"its balanced accuracy is over the other {len(present) - len(missing)} classes; add images of them or remove them")
 
 
 def _hold_out(
