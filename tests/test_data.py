@@ -168,17 +168,20 @@ def decode_calls(monkeypatch) -> list[Path]:
     return calls
 
 
-def test_a_second_load_reads_the_cache_instead_of_decoding(tmp_path, decode_calls):
+def test_a_second_load_reads_the_cache_instead_of_decoding(tmp_path, decode_calls, monkeypatch):
+    from robench.data import images
+
+    monkeypatch.setattr(images, "SAMPLE", 3)  # the images decoded anew to check the file (all 12 by default)
     write_release(tmp_path)
     first = load("ham10000", data_dir=tmp_path, image_size=16)
     assert len(decode_calls) == 12 and any((tmp_path / "cache" / "images").glob("*.npy"))
 
     second = load("ham10000", data_dir=tmp_path, image_size=16)
-    assert len(decode_calls) == 12
+    assert len(decode_calls) == 12 + 3  # the sample only
     assert torch.equal(first.images, second.images)
 
     load("ham10000", data_dir=tmp_path, image_size=24)  # another size is another cache entry
-    assert len(decode_calls) == 24
+    assert len(decode_calls) == 27
 
 
 def test_a_changed_file_is_decoded_again(tmp_path, decode_calls):

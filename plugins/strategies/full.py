@@ -25,7 +25,8 @@ class Full(Strategy):
     """Full fine-tuning: every parameter of the backbone and the head trains."""
 
     name = "full"
-    recipe = Recipe(optimizer="adamw", lr=1e-4, weight_decay=0.05, epochs=10, warmup_epochs=1, batch_size=32)
+    # lr: chosen by --tune on HAM10000 (docs/tuning.md, "Defaults re-derived")
+    recipe = Recipe(optimizer="adamw", lr=1.6e-4, weight_decay=0.05, epochs=10, warmup_epochs=1, batch_size=32)
     search_space = {"lr": SearchRange(1e-5, 1e-3), "weight_decay": SearchRange(1e-3, 0.3)}  # AdamW's usual fine-tuning ranges
 
     def __init__(self, layer_decay: float | None = None):
