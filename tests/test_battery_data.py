@@ -109,3 +109,26 @@ def test_file_and_folder_names_that_are_not_utf8_load_or_stop_in_one_line(tmp_pa
     assert code == 0, err
     page = (tmp_path / "run" / "leaderboard.md").read_text()  # valid UTF-8: the odd bytes are shown escaped
     assert "b\\xe9" in page  # the class: its byte written out
+
+
+def test_a_flat_folder_of_images_says_it_found_them_and_wants_class_folders(tmp_path):
+    class_folders(tmp_path / "data", ["a"], per_class=4)
+    for path in (tmp_path / "data" / "a").iterdir():
+        path.rename(tmp_path / "data" / path.name)
+    (tmp_path / "data" / "a").rmdir()
+    with pytest.raises(DataError, match="holds 4 images directly and no class folders: put each class's images in a folder"):
+        resolve_dataset("folder").load(tmp_path / "data", image_size=16)
+
+
+def test_a_folder_run_says_its_split_is_per_image_and_names_the_folder_once(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])
+    class_folders(tmp_path / "data", ["a", "b"], per_class=10)
+    assert main(["run", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--backbone", "robench_vit_micro",
+                 "--image-size", "16", "--epochs", "1", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
+                 "--escalation", "off", "--out", str(tmp_path / "run")]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["split"]["test_set"].startswith("per-image split of the dataset")
+    page = (tmp_path / "run" / "leaderboard.md").read_text()
+    assert f"folder: {tmp_path / 'data'}, 20 images" in page and "folder folder" not in page

@@ -105,7 +105,8 @@ def test_disabling_a_plugin_by_entry_point_name():
     ("text", "message"),
     [
         ("pgd:steps=abc", "expected a whole number, got 'abc'"),
-        ("pgd:stepz=5", "unknown option 'stepz' for attack 'pgd'.*valid options: steps, alpha, random_start"),
+        ("pgd:stepz=5", "unknown option 'stepz' for attack 'pgd'.*did you mean steps\\? valid options: steps, alpha, random_start"),
+        ("pgd:step=5", "did you mean steps\\?"),
         ("pgd:steps", "malformed attack option 'steps'"),
         ("pgd:steps=0", "steps must be from 1 to 100,000"),
         ("pgd:random_start=maybe", "expected true or false"),
@@ -138,3 +139,12 @@ def test_specs_and_labels():
 def test_build_reports_constructor_errors_as_plugin_errors():
     with pytest.raises(PluginError, match="alpha must be in"):
         build(load_registry().get("attack", "pgd"), {"alpha": "2"}, "pgd:alpha=2")
+
+
+def test_a_mistyped_recipe_field_is_answered_with_the_field_and_the_recipe_fields_listed():
+    from robench.strategy import RECIPE_FIELDS
+
+    with pytest.raises(PluginError, match="unknown option 'lrr' for strategy 'full'.*did you mean lr\\? valid options: .*; "
+                                          "recipe fields: optimizer, lr, weight_decay") as err:
+        resolve(load_registry(), "strategy", parse_spec("full:lrr=1e-4", "strategy"), reserved=RECIPE_FIELDS)
+    assert "\n" not in str(err.value)

@@ -33,11 +33,15 @@ class Folder(Dataset):
             raise DataError(f"{root} has {'/, '.join(parts)}/ but a fixed split needs train/ and test/ (val/ is optional): "
                             f"add the missing folder, or put the class folders directly in {root}")
         found = {part: class_files(root / part) for part in parts} if parts else {None: class_files(root)}
+        loose = [f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()] if not parts else []
+        if loose and not any(found.values()):
+            raise DataError(f"{root} holds {len(loose)} images directly and no class folders: put each class's images in "
+                            f"a folder named after the class ({root}/<class>/...), or use --dataset csv with a label column")
         classes = sorted({name for by_class in found.values() for name in by_class})
         entries = [(path, name, part) for part, by_class in found.items() for name, paths in by_class.items() for path in paths]
         return image_set(
             self.name, [path for path, _, _ in entries], [name for _, name, _ in entries], classes=classes,
-            image_size=image_size, subset=subset, source=f"folder {root}",
+            image_size=image_size, subset=subset, source=str(root),
             ids=[path.relative_to(root).as_posix() for path, _, _ in entries],
             assigned=[part for _, _, part in entries] if parts else None,
         )

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from robench.errors import PluginError, one_line
+from robench.errors import PluginError, did_you_mean, one_line
 from robench.pipeline.registry import PLURALS, Plugin, Registry
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -56,15 +56,19 @@ def parse_spec(text: str, what: str) -> Spec:
     return Spec(text, name, options)
 
 
-def build(plugin: Plugin, options: dict[str, str], spec_text: str):
-    """Instantiate a plugin from text options, with one clear line for any bad option."""
+def build(plugin: Plugin, options: dict[str, str], spec_text: str, reserved: typing.Collection[str] = ()):
+    """Instantiate a plugin from text options, with one clear line for any bad option (``reserved``:
+    the other keys its spec may hold, e.g. a strategy's recipe fields, named in that line too)."""
     accepted = plugin.options()
     hints = typing.get_type_hints(plugin.factory.__init__)
     kwargs = {}
     for key, text in options.items():
         if key not in accepted:
             valid = ", ".join(accepted) or "none"
-            raise PluginError(f"unknown option {key!r} for {plugin.kind} {plugin.name!r} in {spec_text!r}: valid options: {valid}")
+            others = [name for name in reserved if name not in accepted]
+            valid += f"; recipe fields: {', '.join(others)}" if others else ""
+            raise PluginError(f"unknown option {key!r} for {plugin.kind} {plugin.name!r} in {spec_text!r}: "
+                              f"{did_you_mean(key, [*accepted, *others])}valid options: {valid}")
         kwargs[key] = coerce(text, hints.get(key) or _type_of_default(accepted[key]), f"{spec_text!r}: option {key}")
     try:
         return plugin.factory(**kwargs)
@@ -86,7 +90,7 @@ def resolve(registry: Registry, kind: str, spec: Spec, reserved: typing.Collecti
     plugin = registry.get(kind, spec.name)
     own = {k: v for k, v in spec.options.items() if k not in reserved or k in plugin.options()}
     rest = {k: v for k, v in spec.options.items() if k not in own}
-    return build(plugin, own, spec.text), rest
+    return build(plugin, own, spec.text, reserved), rest
 
 
 def coerce(text: str, annotation, where: str):

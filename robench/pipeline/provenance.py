@@ -13,6 +13,16 @@ from robench.pipeline.escalation import FIRST_STEPS, RESTARTS
 from robench.pipeline.prepare import Prepared, attacked_images, test_arrays
 
 
+def split_kind(images) -> str:
+    """How the test images were held out, in the page header's words: a folder dataset's split is per
+    image, HAM10000's by lesion; a reader must not take the one for the other."""
+    if images.assigned is not None and "test" in images.assigned:
+        return "the dataset's own test part"
+    if list(images.groups) == list(images.ids):
+        return "per-image split of the dataset (each image its own group: images of one patient may sit on both sides)"
+    return "lesion-grouped split of the dataset" if images.name == "ham10000" else "group-wise split of the dataset (no group on two sides)"
+
+
 def describe(plan, prepared: Prepared, backbone_params: int) -> dict:
     """The config.json of a run (its settled ``plan``): what a reader needs to trust and re-make its leaderboard."""
     config = plan.config
@@ -30,7 +40,7 @@ def describe(plan, prepared: Prepared, backbone_params: int) -> dict:
             "seed": split.seed, "fingerprint": split.fingerprint,
             "n_train": len(split.train), "n_val": len(split.val),
             "n_test": len(split.test) if test is None else len(test),
-            "test_set": "lesion-grouped split of the dataset" if test is None else test.description,
+            "test_set": test.description if test is not None else split_kind(images),
         },
         "backbone": {
             "name": config.backbone.label, "provider": config.backbone.provider, "weights": config.backbone.describe_weights(),
