@@ -4,7 +4,7 @@ tests support (robench.report.headline), on per-image records built by hand with
 from __future__ import annotations
 
 from robench.report import headline, leaderboard
-from tests.test_rankable import COLUMNS, answers, alive, constant, good, model_rows, write_run
+from tests.test_rankable import COLUMNS, alive, answers, constant, good, model_rows, write_run
 
 
 def low(seed: int) -> list[dict]:
