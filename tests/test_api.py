@@ -114,3 +114,27 @@ def test_import_robench_is_light_and_offers_the_api():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False ['Results', '__version__', 'hookimpl', 'list_plugins', 'load_run', 'run']"
     assert robench.run.__module__ == "robench.api"
+
+
+def test_run_has_a_typed_signature_with_every_flag_of_robench_run():
+    import inspect
+
+    from robench.cli.keywords import _run_parser
+
+    flags = {a.dest for a in _run_parser()._actions if a.option_strings and a.dest != "help"}
+    parameters = inspect.signature(robench.run).parameters
+    assert set(parameters) == flags  # a flag added to the command must be added here too
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY and p.annotation != inspect.Parameter.empty for p in parameters.values())
+    with pytest.raises(TypeError, match="strategy"):
+        robench.run(strategy="full")
+
+
+def test_load_run_gives_the_pages_table_with_intervals(tmp_path):
+    from tests.test_rankable import constant, good, write_run
+
+    run = write_run(tmp_path / "run", constant(0) + good(0))
+    table = robench.load_run(run).table
+    worst = table[(table["attack"] == "worst case") & (table["eps"] == 0.01)].set_index("strategy")
+    assert list(worst.index) == ["good", "constant"] and worst.loc["good", "rank"] == 1
+    assert worst.loc["good", "robust_acc"] == pytest.approx(24 / 60)  # 24 of 60 images survive both attacks
+    assert worst.loc["good", "robust_acc_low"] < 24 / 60 < worst.loc["good", "robust_acc_high"]
