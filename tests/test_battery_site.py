@@ -6,9 +6,12 @@ while the site's own plots still load."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 from robench.cli import main
 from tests.test_cli import FAST
@@ -88,3 +91,35 @@ def test_a_command_cannot_close_its_fence_and_directional_controls_are_shown_esc
     for page in ("index.html", "per-class.html", "report.html"):  # every page forbids fetching from elsewhere
         text = (tmp_path / "www" / page).read_text()
         assert "Content-Security-Policy" in text and "default-src 'none'" in text, page
+
+
+@pytest.mark.slow  # a whole run, 8 s on idle cores
+def test_the_markdown_page_of_hostile_run_files_has_no_image_html_or_cut_row(tmp_path, monkeypatch):
+    """Issue 24, family 1, on the .md page (GitHub renders it): a label, class, description or error
+    holding an image, raw HTML or a | stays text, and every table row stays one row."""
+    hostile = "![x](http://127.0.0.1:9/p.png) <img src=http://127.0.0.1:9/q.png> a|b"
+    monkeypatch.setenv("ROBENCH_QUIET", "1")
+    run = tmp_path / "run"
+    assert main(["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01,0.02", "--out", str(run)]) == 0
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["strategy"] = f"lp {hostile}"
+        if row["attack"] == "fgsm" and row["eps"] == 0.02:
+            row["status"], row["error"] = "failed", f"RuntimeError: {hostile}\nsecond line"
+    (run / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = json.loads((run / "config.json").read_text())
+    config["strategies"] = [f"lp {hostile}"]
+    config["dataset"]["description"] = hostile
+    classes = config["dataset"]["classes"]
+    classes[classes.index("nv")] = hostile
+    config["command"] += " --data-dir '<b>![c](http://127.0.0.1:9/c.png)'"
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["leaderboard", str(run), "--leaderboard-dir", str(tmp_path / "boards")]) == 0
+    page = (run / "leaderboard.md").read_text()
+    command = page.split("Command:", 1)[1].split("\n## ", 1)[0]
+    prose = page.replace(command, "")
+    assert "<img" not in prose and "![x]" not in prose and "&lt;img" in prose and "!\\[x]" in prose
+    assert "--data-dir '<b>![c](http://127.0.0.1:9/c.png)'" in command  # the command is shown as typed, in its fence
+    for table in re.findall(r"((?:^\|.*\n)+)", page, flags=re.MULTILINE):
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
+        assert len(widths) == 1, table  # no row cut by a | or a line break from the data

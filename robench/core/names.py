@@ -67,3 +67,15 @@ def fence(text: str) -> str:
 
 
 BF16_TWIN = "[bf16]"  # the suffix of a bf16 attack computed beside its fp32 twin (robench.report.flags compares them)
+
+
+def markdown_table(table) -> str:
+    """A pandas DataFrame of formatted cells as a markdown table, one line per row whatever its cells
+    hold: a ``|`` from data or run files escaped, a line break a space (either would cut the row).
+    Number parsing is off: it would turn "70.00" into "70"."""
+    def cell(value):
+        return " ".join(value.split()).replace("|", "\\|") if isinstance(value, str) else value
+
+    cells = table.map(cell)
+    cells.columns = [cell(str(column)) for column in cells.columns]
+    return cells.to_markdown(index=False, disable_numparse=True)

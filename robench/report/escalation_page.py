@@ -14,6 +14,7 @@ import pandas as pd
 
 from robench.attack import ESCALATION
 from robench.core.metrics import eps_label
+from robench.core.names import markdown_table
 
 
 def section(frame: pd.DataFrame, strategies: Sequence[str], config: Mapping) -> str:
@@ -35,7 +36,7 @@ def section(frame: pd.DataFrame, strategies: Sequence[str], config: Mapping) -> 
             "(robench/pipeline/escalation.py); `escalation[ATTACK]` did the same for a targeted attack, towards its targets. "
             "Each cell: the images escalation fooled of those it was given, summed over seeds, and the rounds it ran. "
             "The worst-case columns count the images it fooled as fooled; the attack columns do not.\n\n"
-            + pd.DataFrame(table).to_markdown(index=False, disable_numparse=True))
+            + markdown_table(pd.DataFrame(table)))
 
 
 def _cell(rows: pd.DataFrame, strategy: str, attack: str, eps: float) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from robench.core.metrics import eps_label
+from robench.core.names import markdown_table
 from robench.report import minimal_eps
 from robench.report.board import Board
 from robench.report.summary import MISSING_CELL
@@ -28,7 +29,7 @@ def section(board: Board, notes: Mapping[str, str]) -> str:
     if not board.headline:
         return ""
     table = table_of(board, notes)
-    body = f"## At a glance\n\n{table.to_markdown(index=False, disable_numparse=True)}"
+    body = f"## At a glance\n\n{markdown_table(table)}"
     return body + "\n\n" + paragraph(board)
 
 

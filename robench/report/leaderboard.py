@@ -13,6 +13,7 @@ of clean accuracy and are easily confused (see FIELD_NOTES.md).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -21,7 +22,7 @@ import pandas as pd
 from filelock import FileLock
 
 from robench.core.atomic import replacing
-from robench.core.names import fence, visible
+from robench.core.names import fence, markdown_table, visible
 from robench.core.results import CONFIG_FILE, RESULTS_FILE
 from robench.defense import NONE
 from robench.errors import RobenchError
@@ -92,13 +93,38 @@ def render(
         *([escalated] if (escalated := escalation_page.section(frame, board.strategies, config)) else []),
         board.baselines(),
         *([per_class_text] if per_class_text else []),
-        *([_plots_section(plots)] if plots else []),
+        *([PLOTS] if plots else []),
         f"## Other protocol: {PROTOCOLS[other_name].title}",
         _markdown(board.robust_table(PROTOCOLS[other_name])),
         board.denominator(PROTOCOLS[other_name]),
         _failed_section(frame),
     ]
-    return visible("\n\n".join(sections) + "\n")
+    page = inert("\n\n".join(sections) + "\n")  # robench's own markdown is put in after, untouched
+    return visible(page.replace(PLOTS, _plots_section(plots)) if plots else page)
+
+
+PLOTS = "\x00plots\x00"  # where the plot section goes once the rest is made inert
+
+
+def inert(text: str) -> str:
+    """Markdown in which text from data, run files or options cannot fetch or break anything: no raw
+    HTML or autolink (``<`` written as ``&lt;``), no image (``![`` as ``!\\[``, a remote image being
+    a request to another host when the page is viewed); tables keep one line per row
+    (robench.core.names.markdown_table). Fenced code (the commands) is left as it is, to be copied:
+    its fence is longer than any backquote run inside (robench.core.names.fence). robench's own text
+    has neither, so the whole page passes; the plot embeds are added after."""
+    out, last = [], 0
+    for block in _FENCED.finditer(text):
+        out += [_neutral(text[last:block.start()]), block.group(0)]
+        last = block.end()
+    return "".join([*out, _neutral(text[last:])])
+
+
+def _neutral(text: str) -> str:
+    return text.replace("<", "&lt;").replace("![", "!\\[")
+
+
+_FENCED = re.compile(r"^(`{3,})\n.*?^\1$", re.MULTILINE | re.DOTALL)
 
 
 def write(
@@ -236,7 +262,7 @@ def tuning_line(record: dict | None) -> str | None:
 
 def _plots_section(plots: Sequence[tuple[str, str]]) -> str:
     """Each PNG embedded by a link relative to the page, which is written next to them."""
-    images = "\n\n".join(f"![{attack}: accuracy vs eps]({quote(file)})" if attack != "confusion" else
+    images = "\n\n".join(f"![{_alt(attack)}: accuracy vs eps]({quote(file)})" if attack != "confusion" else
                          f"Confusion matrices under the first attack column at its smallest eps (true class × "
                          f"prediction after the attack, counts over seeds):\n\n![confusion under attack]({quote(file)})"
                          for attack, file in plots)
@@ -245,6 +271,11 @@ def _plots_section(plots: Sequence[tuple[str, str]]) -> str:
         "One plot per attack under the headline protocol; eps = 0 is the clean model, the band is "
         f"± 1 sample std over seeds. A curve that rises with eps points at a weak or masked attack.\n\n{images}"
     )
+
+
+def _alt(text: str) -> str:
+    """An attack label as an image's alt text: brackets and line breaks would end it early."""
+    return inert(" ".join(text.split())).replace("[", "\\[").replace("]", "\\]")
 
 
 def _failed_section(frame: pd.DataFrame) -> str:
@@ -257,5 +288,4 @@ def _failed_section(frame: pd.DataFrame) -> str:
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    # Cells are already formatted; number parsing would turn "70.00" into "70".
-    return table.to_markdown(index=False, disable_numparse=True)
+    return markdown_table(table)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from robench.attack import MINIMAL
+from robench.core.names import markdown_table
 from robench.report.uncertainty import LEVEL, REPLICATES, SEED
 from robench.report.worst_case import norm_of
 
@@ -97,7 +98,7 @@ def section(frame: pd.DataFrame, strategies: Sequence[str]) -> str:
         if lines:
             norm = norm_of(frame, attack)
             named = f"`{attack}`" + ("" if norm == "Linf" else f" (eps* in {norm})")
-            parts.append(f"Under {named}:\n\n" + pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True))
+            parts.append(f"Under {named}:\n\n" + markdown_table(pd.DataFrame(lines)))
     if not parts:
         return ""
     return ("## Minimal perturbation\n\nPer image, eps* is the L∞ radius (unless another norm is named) of the "

@@ -17,6 +17,7 @@ import pandas as pd
 
 from robench.attack import CLEAN
 from robench.core.metrics import eps_label
+from robench.core.names import markdown_table
 from robench.core.results import attack_norms
 from robench.report.uncertainty import survival_by_seed
 from robench.report.worst_case import WORST, WORST_LABELS, norm_of, survived, worst_label
@@ -129,7 +130,7 @@ def section(frame: pd.DataFrame, labels, classes: Sequence[str] | None, strategi
     for attack, eps in chosen:
         table = recall_table(frame, labels, list(classes), strategies, attack, eps, malignant)
         if table is not None:
-            parts.append(f"Under `{attack}@{eps_label(eps)}`:\n\n" + table.to_markdown(index=False, disable_numparse=True))
+            parts.append(f"Under `{attack}@{eps_label(eps)}`:\n\n" + markdown_table(table))
     if not parts:
         return ""
     return "## Per-class recall\n\n" + explanation(malignant) + "\n\n" + "\n\n".join(parts)

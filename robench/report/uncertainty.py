@@ -36,6 +36,7 @@ from scipy.stats import binomtest, combine_pvalues
 from statsmodels.stats.multitest import multipletests
 
 from robench.core.metrics import eps_label
+from robench.core.names import markdown_table
 from robench.report.worst_case import survived
 
 REPLICATES = 2000
@@ -191,7 +192,7 @@ def paired_section(comparisons: list[Comparison], strategies: Sequence[str], col
             f"is significant at 0.05 after Holm's correction over all {len(comparisons)} comparisons of the page "
             "and whose interval, which also resamples the training seeds, excludes 0: the test conditions on the "
             "trained models, so a gap one seed's model makes is not taken for the strategy's (docs/protocol.md).\n\n"
-            + table.to_markdown(index=False, disable_numparse=True) + "\n\n" + words)
+            + markdown_table(table) + "\n\n" + words)
 
 
 def _difference(c: Comparison | None, is_best: bool) -> str:
