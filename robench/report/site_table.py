@@ -29,6 +29,7 @@ class Column:
     key: str
     title: str
     numeric: bool = False
+    higher_first: bool = False  # an accuracy: its first click puts the best on top
 
 
 COLUMNS = (
@@ -37,9 +38,9 @@ COLUMNS = (
     Column("attack", "attack"),
     Column("eps", "eps", numeric=True),
     Column("protocol", "protocol"),
-    Column("robust", "robust acc %", numeric=True),
-    Column("clean", "clean acc %", numeric=True),
-    Column("balanced", "balanced acc %", numeric=True),
+    Column("robust", "robust acc %", numeric=True, higher_first=True),
+    Column("clean", "clean acc %", numeric=True, higher_first=True),
+    Column("balanced", "balanced acc %", numeric=True, higher_first=True),
     Column("params", "trainable params", numeric=True),
     Column("seeds", "seeds", numeric=True),
     Column("notes", "notes"),  # the sanity flags; the footnotes under the table explain them

@@ -1,6 +1,7 @@
 // Sorting and filtering of the leaderboard table, in the page itself: no library, no server, no network.
-// A header button sorts by its column (numbers by the cell's data-sort, missing numbers last), a second
-// click reverses; the inputs above the table hide the rows that do not match.
+// A header button sorts by its column (numbers by the cell's data-sort, missing numbers last; an accuracy
+// highest first), a second click reverses; the inputs and menus above the table hide the rows that do
+// not match, as they are typed in or changed.
 (function () {
   "use strict";
   var table = document.getElementById("board");
@@ -21,7 +22,8 @@
   function sortBy(index) {
     var header = headers[index];
     var numeric = header.hasAttribute("data-numeric");
-    var ascending = header.getAttribute("aria-sort") !== "ascending";
+    var current = header.getAttribute("aria-sort");
+    var ascending = current ? current !== "ascending" : !header.hasAttribute("data-higher-first");
     var sign = ascending ? 1 : -1;
     var sorted = rows.slice().sort(function (a, b) {
       var x = key(a, index, numeric), y = key(b, index, numeric);
@@ -52,6 +54,9 @@
   headers.forEach(function (header, index) {
     header.querySelector("button").addEventListener("click", function () { sortBy(index); });
   });
-  filters.forEach(function (filter) { filter.addEventListener("input", applyFilters); });
+  filters.forEach(function (filter) {
+    filter.addEventListener("input", applyFilters);
+    filter.addEventListener("change", applyFilters);  // a menu changed by keyboard or script, a field cleared
+  });
   applyFilters();
 })();
