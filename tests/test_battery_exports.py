@@ -134,13 +134,21 @@ def test_a_malignant_class_that_is_no_class_is_one_line(tmp_path, capsys):
     ("--attacks", "pgd:steps=100000000", "steps must be from 1 to 100,000"),
     ("--attacks", "pgd:restarts=5000", "restarts must be from 1 to 1,000"),
     ("--strategies", "vpt_deep:prompts=100000", "prompts must be from 1 to 1000"),
+    ("--strategies", "lora:rank=1000000000", "rank must be from 1 to 4,096"),
+    ("--strategies", "lora:alpha=nan", "alpha must be a finite number > 0"),
+    ("--attacks", "autoattack:n_queries=1000000000000", "n_queries from 1 to 1,000,000"),
+    ("--attacks", "square:n_queries=1000000000000", "n_queries must be from 1 to 1,000,000"),
+    ("--attacks", "minimal:rounds=1000000000", "rounds must be from 1 to 64"),
+    ("--defenses", "pgd_at:steps=1000000000", "steps must be from 1 to 1,000 (per training batch)"),
+    ("--defenses", "trades:beta=nan", "beta must be a finite number >= 0"),
+    ("--dataset", "synthetic:seed=-1", "seed must be from 0 to 4294967295"),
 ])
 def test_plugin_options_have_upper_bounds_checked_before_anything_is_allocated(tmp_path, capsys, flag, value, message):
     """Issue 24, family 6: these ran (or allocated 100,000 prompts) before failing."""
     from robench.cli import main
 
     argv = ["run", "--dataset", "synthetic", "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
-            "--seeds", "0", "--out", str(tmp_path / "run")]
+            "--seeds", "0", "--defenses", "none", "--out", str(tmp_path / "run")]
     argv[argv.index(flag) + 1] = value
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -248,7 +248,7 @@ def test_layer_decay_scales_each_blocks_learning_rate(micro_vit):
         ("vpt_deep:prompts=abc", "option prompts: expected a whole number, got 'abc'"),
         ("vpt_shallow:promts=5", "unknown option 'promts' for strategy 'vpt_shallow'"),
         ("vpt_deep:dropout=1.5", "dropout must be in [0, 1)"),
-        ("lora:rank=0", "rank must be at least 1"),
+        ("lora:rank=0", "rank must be from 1 to 4,096"),
         ("lora:targets=qkv+nope", "no Linear layer named nope"),
         ("full:layer_decay=2", "layer_decay must be in (0, 1]"),
     ],

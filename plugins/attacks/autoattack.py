@@ -46,8 +46,9 @@ class AutoAttack(Attack):
     norm = "Linf"
 
     def __init__(self, steps: int = 100, n_queries: int = 5000, seed: int = 0, early_exit: bool = True):
-        if steps < 1 or n_queries < 1:
-            raise ValueError(f"steps and n_queries must be >= 1, got steps={steps}, n_queries={n_queries}")
+        if not (1 <= steps <= 100_000 and 1 <= n_queries <= 1_000_000):  # beyond them a typo, not an evaluation
+            raise ValueError(f"steps must be from 1 to 100,000 and n_queries from 1 to 1,000,000, got steps={steps}, "
+                             f"n_queries={n_queries}")
         self.steps, self.n_queries, self.seed, self.early_exit = steps, n_queries, seed, early_exit
 
     def for_dataset(self, classes, malignant):

@@ -62,10 +62,10 @@ class Minimal(MinimalAttack):
                  loss: str = "margin", check_steps: int = 50, check_starts: int = 4, checks: int = 12):
         if not 0 < eps_max <= 1:
             raise ValueError(f"eps_max must be in (0, 1] (pixel units, 8/255 = 0.0314), got {eps_max}")
-        if rounds < 1 or probe_steps < 1:
-            raise ValueError(f"rounds and probe_steps must be >= 1, got {rounds}, {probe_steps}")
-        if check_steps < 0 or checks < 0 or check_starts < 1:
-            raise ValueError(f"check_steps and checks must be >= 0 and check_starts >= 1, got {check_steps}, {checks}, "
+        if not (1 <= rounds <= 64 and 1 <= probe_steps <= 100_000):  # 64 halvings are below float precision
+            raise ValueError(f"rounds must be from 1 to 64 and probe_steps from 1 to 100,000, got {rounds}, {probe_steps}")
+        if not (0 <= check_steps <= 100_000 and 0 <= checks <= 64 and 1 <= check_starts <= 1_000):
+            raise ValueError(f"check_steps must be from 0 to 100,000, checks from 0 to 64 and check_starts from 1 to 1,000, got {check_steps}, {checks}, "
                              f"{check_starts}")
         self.eps_max, self.rounds, self.probe_steps = float(eps_max), rounds, probe_steps
         self.check_steps, self.check_starts, self.checks = check_steps, check_starts, checks

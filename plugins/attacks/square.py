@@ -27,8 +27,8 @@ class Square(Attack):
     black_box = True
 
     def __init__(self, n_queries: int = 5000, p_init: float = 0.8, seed: int = 0):
-        if n_queries < 1:
-            raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+        if not 1 <= n_queries <= 1_000_000:  # the paper's budget is 10,000; beyond a million a typo
+            raise ValueError(f"n_queries must be from 1 to 1,000,000, got {n_queries}")
         if not 0 < p_init <= 1:
             raise ValueError(f"p_init must be in (0, 1], got {p_init}")
         self.n_queries, self.p_init, self.seed = n_queries, p_init, seed

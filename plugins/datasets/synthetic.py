@@ -50,6 +50,8 @@ class Synthetic(Dataset):
     offline = True
 
     def __init__(self, seed: int = SEED):
+        if not 0 <= seed < 2**32:  # numpy's seeds
+            raise ValueError(f"seed must be from 0 to {2**32 - 1}, got {seed}")
         self.seed = seed
 
     def load(self, data_dir: Path | None, *, image_size: int, subset: int | None = None) -> ImageSet:

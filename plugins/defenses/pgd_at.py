@@ -25,8 +25,8 @@ class PGDAT(Defense):
     def __init__(self, eps: float = 0.01, steps: int = 7, alpha: float | None = None):
         if not 0 < eps <= 1:
             raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 0.01 or 2/255), got {eps}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        if not 1 <= steps <= 1_000:  # per training batch: beyond it a typo, not a defense
+            raise ValueError(f"steps must be from 1 to 1,000 (per training batch), got {steps}")
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.eps, self.steps, self.alpha = eps, steps, alpha

@@ -29,6 +29,8 @@ to the first rank tried and scales by alpha / rank so that rank can change witho
 
 from __future__ import annotations
 
+import math
+
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
@@ -40,6 +42,9 @@ from robench.strategy import Recipe, SearchRange, Strategy, architecture, single
 ATTENTION_TARGETS = (("qkv",), ("q_proj", "k_proj", "v_proj"), ("q", "kv"))
 
 
+MAX_RANK = 4_096  # beyond any ViT's width: a typo, not an adapter
+
+
 class LoRA(Strategy):
     """LoRA (Hu et al. 2021) via peft: low-rank adapters on the attention projections (by default) and the head train."""
 
@@ -49,10 +54,10 @@ class LoRA(Strategy):
     search_space = {"lr": SearchRange(1e-4, 1e-2), "weight_decay": SearchRange(1e-4, 0.1)}  # around the paper's 2e-4 to 5e-4 and above
 
     def __init__(self, rank: int = 8, alpha: float = 8.0, dropout: float = 0.0, targets: tuple[str, ...] | None = None):
-        if rank < 1:
-            raise ValueError(f"rank must be at least 1, got {rank}")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
+        if not 1 <= rank <= MAX_RANK:  # checked before peft allocates anything
+            raise ValueError(f"rank must be from 1 to {MAX_RANK:,} (the paper's largest is 64), got {rank}")
+        if not 0 < alpha < math.inf:  # nan too
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.rank, self.alpha, self.dropout = rank, alpha, dropout
