@@ -124,3 +124,14 @@ def test_runs_tuned_with_one_budget_share_a_page_naming_every_search_and_other_b
     capsys.readouterr()
     assert main(["leaderboard", str(made["a"]), str(made["c"]), "--leaderboard-dir", str(page), "--name", "mixed"]) == 2
     assert "--tune-budget 2x1 vs 3x1: their strategies were not given the same search" in capsys.readouterr().err
+
+
+def test_a_defended_strategy_gets_its_own_search_with_the_same_budget(tmp_path, capsys, monkeypatch):
+    """Issue 28, item 3: the tuning rule covers defended models too (the adversarial training runs in each trial)."""
+    monkeypatch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])
+    out = tmp_path / "run"
+    assert main([*BASE, "--defenses", "none,fgsm_at:eps=0.01", "--tune", "lr", "--tune-budget", "2x1", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    searched = json.loads((out / "config.json").read_text())["tuning"]["strategies"]
+    assert set(searched) == {"linear_probe", "linear_probe + fgsm_at(eps=0.01)"}
+    assert all(len(found["trials"]) == 2 for found in searched.values())
