@@ -126,6 +126,7 @@ def test_runs_tuned_with_one_budget_share_a_page_naming_every_search_and_other_b
     assert "--tune-budget 2x1 vs 3x1: their strategies were not given the same search" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # adversarial training through the backbone in every trial: a minute on 2 busy cores
 def test_a_defended_strategy_gets_its_own_search_with_the_same_budget(tmp_path, capsys, monkeypatch):
     """Issue 28, item 3: the tuning rule covers defended models too (the adversarial training runs in each trial)."""
     monkeypatch.setattr("robench.report.plots.write_plots", lambda *args, **kwargs: [])
