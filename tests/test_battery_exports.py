@@ -168,3 +168,21 @@ def test_a_model_with_no_clean_correct_image_keeps_its_rows_readable(tmp_path):
     append_row(tmp_path, row | {"robust_acc": float("nan")})
     with pytest.raises(Exception, match="field robust_acc must be a finite number"):
         read_rows(tmp_path)
+
+
+def test_rows_of_a_model_or_seed_config_json_does_not_list_are_refused_not_ranked(tmp_path, capsys):
+    """Issue 24, family 7: rows appended from another run were ranked silently."""
+    from robench.cli import main
+    from tests.test_rankable import constant, good, write_run
+
+    run = write_run(tmp_path / "run", constant(0) + good(0))
+    extra = [row | {"strategy": "ghost"} for row in good(0)][:1] + [row | {"seed": 7} for row in good(0)][:1]
+    with open(run / "results.jsonl", "a") as f:
+        f.write(json.dumps(extra[0]) + "\n")
+    assert main(["leaderboard", str(run), "--leaderboard-dir", str(tmp_path / "boards")]) == 2
+    err = capsys.readouterr().err
+    assert "line 11: field strategy 'ghost' is not a model config.json lists (constant, good)" in err and err.count("\n") == 1
+    lines = (run / "results.jsonl").read_text().splitlines()
+    (run / "results.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(extra[1])]) + "\n")
+    assert main(["leaderboard", str(run), "--leaderboard-dir", str(tmp_path / "boards")]) == 2
+    assert "field seed 7 is not a seed config.json lists (0)" in capsys.readouterr().err

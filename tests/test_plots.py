@@ -149,6 +149,9 @@ def test_labels_with_dollars_are_drawn_as_text_and_labels_whose_slugs_collide_ke
         found["attack"] = renames.get(found["attack"], found["attack"])
         found["strategy"] = renames.get(found["strategy"], found["strategy"])
     (run_dir / "results.jsonl").write_text("".join(json.dumps(found) + "\n" for found in rows))
+    config = json.loads((run_dir / "config.json").read_text())
+    config["strategies"] = [renames.get(s, s) for s in config["strategies"]]  # the rows' models, as a run lists them
+    (run_dir / "config.json").write_text(json.dumps(config))
     written = write_plots(run_dir, [tmp_path / "png"], NAME)
     assert {attack for attack, _ in written} >= {renames["fgsm"], renames["pgd"]}
     assert len({file for _, file in written}) == len(written)

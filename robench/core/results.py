@@ -20,6 +20,7 @@ from robench.attack import CLEAN, LEGACY_NORM, MINIMAL
 from robench.core import schema
 from robench.core.atomic import replacing
 from robench.core.names import refuse_link
+from robench.defense import NONE, combined_label
 from robench.errors import RobenchError
 
 RESULTS_FILE = "results.jsonl"
@@ -144,7 +145,8 @@ def read_rows(run_dir: Path) -> list[dict]:
     path = own_file(Path(run_dir) / RESULTS_FILE)
     if not path.exists():
         return []
-    sizes = schema.sizes(read_config(run_dir)) if (Path(run_dir) / CONFIG_FILE).exists() else (None, None)
+    config = read_config(run_dir) if (Path(run_dir) / CONFIG_FILE).exists() else {}
+    sizes, listed = (schema.sizes(config), _listed(config)) if config else ((None, None), None)
     rows = []
     for number, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
         if line.endswith(b"\n") and line.strip():
@@ -157,8 +159,29 @@ def read_rows(run_dir: Path) -> list[dict]:
             schema.check(row, schema.ROW, f"{path} line {number}", advice)
             if (found := schema.records_problem(row, *sizes)) is not None:
                 raise RobenchError(f"{path} line {number}: {found}: {advice}")
+            if listed is not None and (found := _unlisted(row, *listed)) is not None:
+                raise RobenchError(f"{path} line {number}: {found}: the rows and config.json come from different runs, or "
+                                   "one was edited; delete that line, or make the page from the run that wrote it")
             rows.append(row)
     return rows
+
+
+def _listed(config: dict) -> tuple[set[str], set[int]] | None:
+    """The models (strategy with defense) and seeds config.json says the run has, or None where it does not say."""
+    strategies, seeds = config.get("strategies"), config.get("seeds")
+    if not isinstance(strategies, list) or not isinstance(seeds, list):
+        return None
+    defenses = config.get("defenses") or [NONE]
+    return {combined_label(s, d) for s in strategies for d in defenses}, set(seeds)
+
+
+def _unlisted(row: dict, models: set[str], seeds: set[int]) -> str | None:
+    """Why a row's model is not one of the run's (a page would rank it silently), or None."""
+    if row.get("strategy") not in models:
+        return f"field strategy {row.get('strategy')!r} is not a model config.json lists ({', '.join(sorted(models))})"
+    if row.get("seed") not in seeds:
+        return f"field seed {row.get('seed')!r} is not a seed config.json lists ({', '.join(map(str, sorted(seeds)))})"
+    return None
 
 
 def latest(rows: list[dict]) -> list[dict]:
