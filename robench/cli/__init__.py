@@ -62,22 +62,38 @@ def _os_error(exc: OSError, handler: str) -> str:
 
 
 def cmd_list(args, argv) -> int:
+    from robench.cli.listing import cached_listing
+
+    listing = cached_listing(list(KINDS), _describe_all)  # plugins are imported only when the cache misses
+    for kind in [args.kind] if args.kind else KINDS:
+        print(LIST_TITLES[kind])
+        print("\n".join(listing["kinds"][kind]))
+    for line in listing["failures"]:
+        print(line)
+    return 0
+
+
+LIST_TITLES = {"strategy": "Strategies", "attack": "Attacks", "defense": "Defenses", "dataset": "Datasets",
+               "backbone": "Backbone providers (--backbone PROVIDER:MODEL)"}
+
+
+def _describe_all() -> dict:
+    """What `robench list` prints under each kind, from the plugins themselves (this imports them)."""
     from robench.pipeline.registry import load_registry
 
     registry = load_registry()
-    titles = {"strategy": "Strategies", "attack": "Attacks", "defense": "Defenses", "dataset": "Datasets",
-              "backbone": "Backbone providers (--backbone PROVIDER:MODEL)"}
-    for kind in [args.kind] if args.kind else KINDS:
-        print(titles[kind])
+    kinds = {}
+    for kind in KINDS:
+        lines = []
         for plugin in registry.all(kind):
             try:  # a plugin that cannot describe itself is listed as broken; the others still show
-                print("\n".join(_describe_plugin(kind, plugin)))
+                lines += _describe_plugin(kind, plugin)
             except Exception as exc:  # noqa: BLE001
-                print(f"  {plugin.name:<16} from package {plugin.package!r}: broken, cannot describe itself "
-                      f"({one_line(exc)})")
-    for failure in registry.failures:
-        print(f"plugin {failure.entry_point!r} from package {failure.package!r} failed to load: {failure.error}")
-    return 0
+                lines.append(f"  {plugin.name:<16} from package {plugin.package!r}: broken, cannot describe itself "
+                             f"({one_line(exc)})")
+        kinds[kind] = lines
+    failures = [f"plugin {f.entry_point!r} from package {f.package!r} failed to load: {f.error}" for f in registry.failures]
+    return {"kinds": kinds, "failures": failures}
 
 
 def cmd_leaderboard(args, argv) -> int:
