@@ -30,3 +30,15 @@ def test_a_second_listing_comes_from_the_cache_without_torch_and_a_change_lists_
     os.chmod(tmp_path / "plugins", 0o777)
     shared, loaded = listed(tmp_path)
     assert shared == first and loaded  # a folder others can write to is not read
+
+
+@pytest.mark.slow  # two processes, the first importing every plugin
+def test_a_mistyped_name_is_refused_from_the_cached_listing_before_torch_loads(tmp_path):
+    listed(tmp_path)  # fills the cache
+    script = ("import sys\nfrom robench.cli import main\ncode = main(['run', '--dataset', 'synthetic', '--attacks', 'fgsm,pgdd'])\n"
+              "print('exit', code, 'torch imported:', 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=os.environ | {"ROBENCH_CACHE_DIR": str(tmp_path)})
+    assert done.stdout.strip() == "exit 2 torch imported: False"
+    assert done.stderr.startswith("robench: error: unknown attack 'pgdd': did you mean pgd? valid attacks: ")
+    assert done.stderr.count("\n") == 1

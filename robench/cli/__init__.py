@@ -93,7 +93,7 @@ def _describe_all() -> dict:
                              f"({one_line(exc)})")
         kinds[kind] = lines
     failures = [f"plugin {f.entry_point!r} from package {f.package!r} failed to load: {f.error}" for f in registry.failures]
-    return {"kinds": kinds, "failures": failures}
+    return {"kinds": kinds, "failures": failures, "names": {kind: registry.names(kind) for kind in KINDS}}
 
 
 def cmd_leaderboard(args, argv) -> int:

@@ -48,6 +48,40 @@ def cached_listing(kinds: list[str], describe: Callable[[], dict]) -> dict:
     return listing
 
 
+def known_names() -> dict[str, list[str]] | None:
+    """The installed plugins' names by kind, from a listing already cached for this fingerprint; None
+    when none is (or some plugin failed to load): then the full path answers, after importing them."""
+    folder = _folder()
+    path = folder / f"plugins-{fingerprint()}.json" if folder is not None else None
+    try:
+        found = json.loads(path.read_text()) if path is not None and path.is_file() else None
+        return None if not found or found["failures"] else found["names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+PLURALS = {"strategy": "strategies", "attack": "attacks", "defense": "defenses", "dataset": "datasets"}  # as the registry words them
+
+
+def refuse_unknown(given: dict[str, str | None]) -> None:
+    """Raise the registry's one line for a plugin name the cached listing lacks, before torch loads:
+    ``given`` maps a kind to its flag's text (``"full,vpt_deep:prompts=5"``)."""
+    from robench.errors import PluginError, did_you_mean
+
+    if "robench.pipeline.registry" in sys.modules:  # loaded already (a notebook, a test): it answers at no cost
+        return
+    names = known_names()
+    if names is None:
+        return
+    for kind, text in given.items():
+        for spec in (text or "").split(","):
+            name = spec.split(":", 1)[0].strip()
+            valid = names.get(kind, []) + (["none"] if kind == "defense" else [])
+            if name and kind in names and name not in valid:
+                raise PluginError(f"unknown {kind} {name!r}: {did_you_mean(name, names[kind])}valid {PLURALS[kind]}: "
+                                  f"{', '.join(names[kind])}")
+
+
 def fingerprint() -> str:
     """A hash of everything the listing depends on, read without importing a plugin."""
     digest = hashlib.sha256(f"{sys.version_info[:2]} {os.environ.get('ROBENCH_DISABLE_PLUGINS', '')}\n".encode())

@@ -13,10 +13,14 @@ from robench.errors import RobenchError
 
 
 def cmd_run(args, argv) -> int:
-    from robench.pipeline.runner import run
+    from robench.cli.listing import refuse_unknown
 
     if args.preset == "list":
         return cmd_presets(argparse.Namespace(preset=None), argv)
+    # a mistyped name is answered from the cached listing, before torch and the plugins load
+    refuse_unknown({"strategy": args.strategies, "attack": args.attacks, "defense": args.defenses, "dataset": args.dataset})
+    from robench.pipeline.runner import run
+
     config = config_from_args(args, argv)
     try:
         path, failed = run(config)
