@@ -108,7 +108,7 @@ PLOTS = "\x00plots\x00"  # where the plot section goes once the rest is made ine
 
 def inert(text: str) -> str:
     """Markdown in which text from data, run files or options cannot fetch or break anything: no raw
-    HTML or autolink (``<`` written as ``&lt;``), no image (``![`` as ``!\\[``, a remote image being
+    HTML or autolink (a ``<`` before a letter, ``/``, ``!`` or ``?`` written as ``&lt;``), no image (``![`` as ``!\\[``, a remote image being
     a request to another host when the page is viewed); tables keep one line per row
     (robench.core.names.markdown_table). Fenced code (the commands) is left as it is, to be copied:
     its fence is longer than any backquote run inside (robench.core.names.fence). robench's own text
@@ -121,7 +121,11 @@ def inert(text: str) -> str:
 
 
 def _neutral(text: str) -> str:
-    return text.replace("<", "&lt;").replace("![", "!\\[")
+    # only a < that could open a tag, a comment or an autolink: "p < 0.05" stays as written
+    return _OPENING.sub("&lt;", text).replace("![", "!\\[")
+
+
+_OPENING = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 _FENCED = re.compile(r"^(`{3,})\n.*?^\1$", re.MULTILINE | re.DOTALL)
