@@ -26,7 +26,10 @@ GROUP = "robench"  # robench.pipeline.registry.ENTRY_POINT_GROUP, not imported: 
 
 def cached_listing(kinds: list[str], describe: Callable[[], dict]) -> dict:
     """``{"kinds": {kind: [lines]}, "failures": [lines]}`` for every kind, from the cache when its
-    fingerprint matches, else from ``describe()`` (which loads the plugins), then kept."""
+    fingerprint matches, else from ``describe()`` (which loads the plugins), then kept. Where the
+    registry is loaded already (a notebook, a test that installs a plugin) it answers at no cost."""
+    if "robench.pipeline.registry" in sys.modules:
+        return describe()
     folder = _folder()
     path = folder / f"plugins-{fingerprint()}.json" if folder is not None else None
     if path is not None and path.is_file():

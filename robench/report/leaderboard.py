@@ -42,6 +42,7 @@ def render(
     footnotes: Sequence[str] | None = None,
     plots: Sequence[tuple[str, str]] | None = None,
     reference: str | None = None,
+    name: str | None = None,
 ) -> str:
     """The markdown leaderboard of one run folder, or of several comparable ones merged (robench.report.merge).
 
@@ -50,7 +51,8 @@ def render(
     checks of ``robench.report.flags``, so every page carries its flags; pass them to show others.
     ``plots`` are ``(attack, file name)`` pairs of PNGs beside the page (robench.report.plots), linked.
     ``reference`` is the strategy the paired comparisons test against (default: the run's
-    ``--reference``, else each column's best).
+    ``--reference``, else each column's best). ``name``: the page's title (default: the run's name,
+    or the merged runs' names joined).
     """
     run_dir = run_dirs(runs)[0]
     frame, config = _read(runs)
@@ -80,7 +82,7 @@ def render(
     per_class_text = per_class.section(frame, labels, dataset.get("classes"), board.strategies, board.columns,
                                        dataset.get("malignant") or ())
     sections = [
-        f"# robench leaderboard: {page_name(config)}",
+        f"# robench leaderboard: {name or page_name(config)}",
         *([glance] if (glance := headline.section(board, notes or {})) else []),
         header(config),
         f"## {_sentence(PROTOCOLS[protocol_name].title)}",
@@ -161,7 +163,7 @@ def write(
         publish.claim(pages, dirs, force)
         folders = [page.parent for page in pages]
         plots = write_plots(dirs, folders, name)
-        text = render(dirs, notes=notes, footnotes=footnotes, plots=plots, reference=reference)
+        text = render(dirs, notes=notes, footnotes=footnotes, plots=plots, reference=reference, name=name)
         for page in pages:
             with replacing(page) as partial:
                 partial.write_text(text + "\n" + publish.marker(config["runs"]) + "\n")
