@@ -130,6 +130,7 @@ def _micro_weights(path, **replace):
     return path
 
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_weights_of_the_backbone_load_and_weights_that_do_not_fit_name_the_key(capsys, tmp_path):
     fitting = _micro_weights(tmp_path / "micro.safetensors")
     code, _, err = run_cli(capsys, "run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",

@@ -25,6 +25,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_config_file_runs_with_typed_flags_winning(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run.toml").write_text(

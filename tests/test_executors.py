@@ -82,6 +82,7 @@ def test_the_local_executor_does_not_import_ray(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_a_model_whose_task_died_gets_failed_rows_and_the_next_run_retries_it(capsys, tmp_path, monkeypatch):
     """What the driver does when a Ray worker dies (killed for memory, machine lost), without Ray."""
     lost = RuntimeError("worker died")

@@ -124,6 +124,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_failing_cells_are_recorded_and_the_other_cells_complete(installed, capsys, tmp_path):
     out_dir = tmp_path / "run"
     code, out, err = run_cli(
@@ -168,6 +169,7 @@ def test_out_of_memory_says_which_batch_size_to_lower(installed, capsys, tmp_pat
     assert errors["linear_probe", "none", 0.0] is None
 
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_a_failed_cell_is_retried_by_the_next_run_and_superseded(capsys, tmp_path, monkeypatch):
     import robench.pipeline.model_job
 

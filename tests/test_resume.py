@@ -145,6 +145,7 @@ def test_kill_9_at_several_points_then_the_same_command_gives_the_uninterrupted_
 
 # --- resume and extend ------------------------------------------------------------------------
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_the_same_command_again_redoes_nothing(capsys, tmp_path, train_calls):
     argv = ["run", *FAST, "--strategies", "full,linear_probe", "--attacks", "fgsm", "--eps", "0.01",
             "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path)]
@@ -215,6 +216,7 @@ def test_extending_by_eps_matches_a_fresh_run_of_the_same_command(capsys, tmp_pa
     assert 0 < pgd["robust_acc"] < pgd["clean_acc"]
 
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_a_checkpoint_that_does_not_fit_is_retrained(capsys, tmp_path, train_calls):
     argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
             "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path)]
@@ -227,6 +229,7 @@ def test_a_checkpoint_that_does_not_fit_is_retrained(capsys, tmp_path, train_cal
     assert len(rows) == 5 and rows[-1]["clean_acc"] == rows[0]["clean_acc"]  # clean, fgsm and escalation at 2 eps
 
 
+@pytest.mark.slow  # 10 s or more on 2 cores (default pytest under 4 min)
 def test_a_new_plugin_version_gets_its_own_checkpoint_and_is_not_mixed_into_old_rows(capsys, tmp_path, train_calls,
                                                                                      monkeypatch):
     """Plugin provenance: a checkpoint key names the strategy's version, and a run folder refuses
