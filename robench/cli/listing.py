@@ -30,19 +30,14 @@ def cached_listing(kinds: list[str], describe: Callable[[], dict]) -> dict:
     registry is loaded already (a notebook, a test that installs a plugin) it answers at no cost."""
     if "robench.pipeline.registry" in sys.modules:
         return describe()
-    folder = _folder()
-    path = folder / f"plugins-{fingerprint()}.json" if folder is not None else None
-    if path is not None and path.is_file():
-        try:
-            found = json.loads(path.read_text())
-            if set(found["kinds"]) >= set(kinds):
-                return found
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # damaged: listed anew and written again below
-    listing = describe()
+    path = _cache_file()
+    found = _read(path)
+    if found is not None and isinstance(found.get("kinds"), dict) and set(found["kinds"]) >= set(kinds):
+        return found
+    listing = describe()  # none, or damaged: listed anew and written again
     if path is not None:
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
             partial.write_text(json.dumps(listing))
             os.replace(partial, path)
@@ -54,12 +49,10 @@ def cached_listing(kinds: list[str], describe: Callable[[], dict]) -> dict:
 def known_names() -> dict[str, list[str]] | None:
     """The installed plugins' names by kind, from a listing already cached for this fingerprint; None
     when none is (or some plugin failed to load): then the full path answers, after importing them."""
-    folder = _folder()
-    path = folder / f"plugins-{fingerprint()}.json" if folder is not None else None
+    found = _read(_cache_file())
     try:
-        found = json.loads(path.read_text()) if path is not None and path.is_file() else None
         return None if not found or found["failures"] else found["names"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
 
 
@@ -83,6 +76,21 @@ def refuse_unknown(given: dict[str, str | None]) -> None:
             if name and kind in names and name not in valid:
                 raise PluginError(f"unknown {kind} {name!r}: {did_you_mean(name, names[kind])}valid {PLURALS[kind]}: "
                                   f"{', '.join(names[kind])}")
+
+
+def _cache_file() -> Path | None:
+    """Where the listing of this fingerprint is kept, or None where the cache folder may not be trusted."""
+    folder = _folder()
+    return folder / f"plugins-{fingerprint()}.json" if folder is not None else None
+
+
+def _read(path: Path | None) -> dict | None:
+    """The cached listing at ``path``, or None when there is none or it is not a JSON object."""
+    try:
+        found = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def fingerprint() -> str:
