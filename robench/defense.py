@@ -13,10 +13,18 @@ Contract, enforced by :func:`defended_loss`, which the training loop calls once 
 - ``loss`` then runs with the model back in the strategy's train mode and returns the loss that
   is minimised: by default the training criterion on the adversarial images (Madry et al.);
   TRADES-like defenses combine clean and adversarial outputs.
+
+eps warm-up: a defense with a ``warmup_epochs`` attribute above 0 (the built-ins take it as an
+option, ``pgd_at:warmup_epochs=2``) trains on a radius that grows linearly to eps over that many
+epochs, one increment per optimisation step (:meth:`Defense.at_fraction`). Adversarial training of a
+pretrained ViT at full eps from the first batch can collapse it to one or two classes before it
+has learned the task (Mo et al., NeurIPS 2022, ramp eps for ViTs for this reason).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -35,6 +43,17 @@ class Defense:
     description: ClassVar[str] = ""
     norm: ClassVar[str] = "Linf"
     eps: float  # radius of the examples it trains on, in [0, 1] pixel units
+    warmup_epochs: float = 0.0  # epochs over which eps ramps up linearly (0: full eps from the start)
+
+    def at_fraction(self, fraction: float) -> Defense:
+        """This defense at ``fraction`` (in (0, 1]) of its eps, and of its ``alpha`` if one was given."""
+        if fraction >= 1:
+            return self
+        scaled = copy.copy(self)
+        scaled.eps = self.eps * fraction
+        if getattr(self, "alpha", None) is not None:
+            scaled.alpha = self.alpha * fraction
+        return scaled
 
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The images to train on, made from a batch of [0, 1] images (model in eval mode)."""
@@ -44,6 +63,19 @@ class Defense:
              criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """The loss to minimise (model in train mode); ``criterion`` is the recipe's cross-entropy."""
         return criterion(model(adversarial), labels)
+
+
+def check_warmup(warmup_epochs: float) -> float:
+    """The ``warmup_epochs`` option, validated: a finite number of epochs >= 0."""
+    if not 0 <= warmup_epochs < math.inf:  # nan too
+        raise ValueError(f"warmup_epochs must be a finite number of epochs >= 0, got {warmup_epochs}")
+    return float(warmup_epochs)
+
+
+def warmup_fraction(defense: Defense, step: int, steps_per_epoch: int) -> float:
+    """The fraction of eps a defense trains on at optimisation step ``step`` (from 0) of its warm-up."""
+    ramp = getattr(defense, "warmup_epochs", 0.0) * steps_per_epoch
+    return 1.0 if step + 1 >= ramp else (step + 1) / ramp
 
 
 def combined_label(strategy: str, defense: str) -> str:

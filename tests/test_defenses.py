@@ -170,6 +170,31 @@ def test_examples_are_made_in_eval_mode_within_eps_and_trained_on_in_train_mode(
         assert not torch.equal(adversarial, clean)
 
 
+@pytest.mark.parametrize("defense_class", [FGSMAT, PGDAT, TRADES], ids=lambda c: c.name)
+def test_eps_warms_up_linearly_over_the_warmup_epochs_one_step_at_a_time(micro_vit, defense_class):
+    """warmup_epochs=1 with 4 batches an epoch: eps/4, eps/2, 3eps/4, then eps for every later
+    batch; each batch's examples stay within its ramped radius (and alpha, when given, scales too)."""
+    vit, mean, std = micro_vit
+    strategy = LinearProbe()
+    model = Normalized(strategy.adapt(vit), mean, std)
+    seen = []
+
+    class Recording(defense_class):
+        def perturb(self, model, images, labels):
+            adversarial = super().perturb(model, images, labels)
+            seen.append((self.eps, self.alpha, (adversarial - images).abs().max().item()))
+            return adversarial
+
+    eps = 0.02
+    recipe = strategy.recipe.override(epochs=2, batch_size=4, warmup_epochs=0)
+    train(model, strategy, recipe, _data(16, 1), _data(7, 2), 7, 0, CPU,
+          defense=Recording(eps=eps, alpha=eps / 2, warmup_epochs=1))
+    assert [radius for radius, _, _ in seen] == pytest.approx([eps / 4, eps / 2, 3 * eps / 4] + [eps] * 5)
+    assert [alpha for _, alpha, _ in seen] == pytest.approx([eps / 8, eps / 4, 3 * eps / 8] + [eps / 2] * 5)
+    assert all(0 < moved <= radius + 1e-6 for radius, _, moved in seen)
+    assert Recording(eps=eps, warmup_epochs=0).at_fraction(1.0).eps == eps
+
+
 def test_fgsm_at_is_wong_et_al_step_on_a_linear_model():
     """delta ~ U(-eps, eps), one FGSM step of 1.25 eps from x + delta, projected to the eps-ball and [0, 1]."""
     torch.manual_seed(0)
@@ -268,6 +293,7 @@ def test_list_shows_the_defenses(capsys):
         ("pgd_at:steps=0", "steps must be from 1 to 1,000"),
         ("fgsm_at:alpha=0", "alpha must be in (0, 1]"),
         ("trades:beta=-1", "beta must be a finite number >= 0"),
+        ("pgd_at:warmup_epochs=-1", "warmup_epochs must be a finite number of epochs >= 0"),
         ("none:eps=0.01", "defense 'none' takes no options"),
         ("none,none", "defense 'none' is listed twice"),
         (",", "no defense given"),

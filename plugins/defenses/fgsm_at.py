@@ -16,7 +16,7 @@ import torch
 
 import robench
 from robench.attack import gradient, project
-from robench.defense import Defense
+from robench.defense import Defense, check_warmup
 
 
 class FGSMAT(Defense):
@@ -24,12 +24,13 @@ class FGSMAT(Defense):
 
     name = "fgsm_at"
 
-    def __init__(self, eps: float = 0.01, alpha: float | None = None):
+    def __init__(self, eps: float = 0.01, alpha: float | None = None, warmup_epochs: float = 0):
         if not 0 < eps <= 1:
             raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 0.01 or 2/255), got {eps}")
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.eps, self.alpha = eps, alpha
+        self.warmup_epochs = check_warmup(warmup_epochs)
 
     def perturb(self, model, images, labels):
         alpha = self.alpha if self.alpha is not None else 1.25 * self.eps

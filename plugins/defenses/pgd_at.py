@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import robench
 from robench.attack import pgd_steps
-from robench.defense import Defense
+from robench.defense import Defense, check_warmup
 
 
 class PGDAT(Defense):
@@ -22,7 +22,7 @@ class PGDAT(Defense):
 
     name = "pgd_at"
 
-    def __init__(self, eps: float = 0.01, steps: int = 7, alpha: float | None = None):
+    def __init__(self, eps: float = 0.01, steps: int = 7, alpha: float | None = None, warmup_epochs: float = 0):
         if not 0 < eps <= 1:
             raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 0.01 or 2/255), got {eps}")
         if not 1 <= steps <= 1_000:  # per training batch: beyond it a typo, not a defense
@@ -30,6 +30,7 @@ class PGDAT(Defense):
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.eps, self.steps, self.alpha = eps, steps, alpha
+        self.warmup_epochs = check_warmup(warmup_epochs)
 
     def perturb(self, model, images, labels):
         alpha = self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import robench
 from robench.attack import project
-from robench.defense import Defense
+from robench.defense import Defense, check_warmup
 
 
 class TRADES(Defense):
@@ -31,7 +31,7 @@ class TRADES(Defense):
 
     name = "trades"
 
-    def __init__(self, eps: float = 0.01, beta: float = 6.0, steps: int = 10, alpha: float | None = None):
+    def __init__(self, eps: float = 0.01, beta: float = 6.0, steps: int = 10, alpha: float | None = None, warmup_epochs: float = 0):
         if not 0 < eps <= 1:
             raise ValueError(f"eps must be in (0, 1] (pixel units, e.g. 0.01 or 2/255), got {eps}")
         if not 0 <= beta < float("inf"):  # nan too
@@ -41,6 +41,7 @@ class TRADES(Defense):
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.eps, self.beta, self.steps, self.alpha = eps, beta, steps, alpha
+        self.warmup_epochs = check_warmup(warmup_epochs)
 
     def perturb(self, model, images, labels):
         alpha = self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps

@@ -23,7 +23,7 @@ from robench.backbone import Normalized
 from robench.core.metrics import balanced_accuracy
 from robench.core.progress import TRAINING, progress
 from robench.dataset import SYMMETRIES
-from robench.defense import Defense, defended_loss
+from robench.defense import Defense, defended_loss, warmup_fraction
 from robench.errors import RobenchError
 from robench.pipeline.compute import autocast
 from robench.strategy import Recipe, Strategy
@@ -183,7 +183,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe, steps_per_epoch))
     weights = class_weights(train_labels.cpu(), num_classes, recipe.class_weighting)
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), label_smoothing=recipe.label_smoothing)
-    best_bacc, best_epoch, best_state = -1.0, 0, None
+    best_bacc, best_epoch, best_state, step = -1.0, 0, None, 0
     for epoch in progress(range(1, recipe.epochs + 1), desc=f"train {label}", unit="epoch", phase=TRAINING):
         set_train_mode()
         for batch in torch.randperm(len(train_labels), generator=generator).split(recipe.batch_size):
@@ -191,7 +191,8 @@ def train(
                 if defense is None:
                     loss = loss_fn(forward(train_inputs[batch], generator), train_labels[batch])
                 else:
-                    loss = defended_loss(defense, model, pixels(train_inputs[batch], generator), train_labels[batch],
+                    ramped = defense.at_fraction(warmup_fraction(defense, step, steps_per_epoch))
+                    loss = defended_loss(ramped, model, pixels(train_inputs[batch], generator), train_labels[batch],
                                          loss_fn, set_train_mode)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} in epoch {epoch}: lower the learning rate (:lr=...) or use --lr")
@@ -199,6 +200,7 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            step += 1
         trained.eval()
         with torch.no_grad(), autocast(device, precision):
             preds = torch.cat([forward(chunk).argmax(1) for chunk in val_inputs.split(recipe.batch_size)])
