@@ -107,23 +107,19 @@ def test_restarts_attack_only_what_survived_and_never_lose_a_fooled_image(correc
 
 
 @pytest.mark.slow  # default pytest under 4 min on 2 cores; CI runs it with -m slow
-def test_autoattack_ends_once_every_image_is_fooled_and_is_never_weaker(correct):
-    """At 64/255 every image falls within APGD-CE's iterations: early exit returns then, with
-    adversarial examples the model gets wrong. Where some images survive (0.5/255), the attack is
-    torchattacks' own, bitwise."""
+def test_autoattack_ends_once_every_image_is_fooled(correct):
+    """At 64/255 every image falls within APGD-CE's first iterations: each leaves the attack once
+    fooled, and the whole costs a fraction of torchattacks' AutoAttack. (Where images survive,
+    tests/test_autoattack_stages.py checks it is never weaker, per image.)"""
     from robench_plugins.attacks.autoattack import AutoAttack
 
     model, x, y = correct
-    x, y = x[:16], y[:16]  # FAB-T is slow on a CPU
-    for net, labels, eps, all_fall in ((model, y, 64 / 255, True), (model, y, 0.5 / 255, False)):
-        counted, runs = RowCounter(net), {}
-        for early in (True, False):
-            counted.rows = 0
-            adv = AutoAttack(steps=10, n_queries=10, early_exit=early).perturb(counted, x, labels, eps)
-            runs[early] = (adv, robust(net, adv, labels), counted.rows)
-        (early_adv, early_acc, early_rows), (plain_adv, plain_acc, plain_rows) = runs[True], runs[False]
-        assert early_acc <= plain_acc and (early_adv - x).abs().max() <= eps + 1e-6
-        if all_fall:
-            assert early_acc == 0 and early_rows < 0.6 * plain_rows
-        else:
-            assert plain_acc > 0 and torch.equal(early_adv, plain_adv)
+    x, y = x[:16], y[:16]
+    counted, runs = RowCounter(model), {}
+    for early in (True, False):
+        counted.rows = 0
+        adv = AutoAttack(steps=10, n_queries=10, early_exit=early).perturb(counted, x, y, 64 / 255)
+        runs[early] = (robust(model, adv, y), counted.rows)
+        assert (adv - x).abs().max() <= 64 / 255 + 1e-6
+    (early_acc, early_rows), (plain_acc, plain_rows) = runs[True], runs[False]
+    assert early_acc == plain_acc == 0 and early_rows < 0.6 * plain_rows

@@ -14,26 +14,25 @@ Two settings differ from torchattacks' defaults, each for a correct number:
   version does (torchattacks uses 10), and Square 5000 queries. Lower both for quick runs.
 The random starts are seeded (``seed``), so a run is repeatable.
 
-Early exit (``early_exit``, default on). torchattacks' AutoAttack already attacks, with each
-component, only the images the components before it left correct. Inside APGD-CE, its first and
-(on an undefended model) only busy component, it would run all 100 iterations although every
-image is fooled after one or two. robench wraps the model it gives APGD-CE: the wrapper keeps
-each image's first input the model got wrong, and once every image of the batch has been wrong
-at some iterate it ends the attack and returns those inputs, each an adversarial example within
-eps that the model misclassifies. Nothing else is skipped: a batch with one image still correct
-runs exactly as torchattacks runs it (APGD-CE's iterations, then APGD-T, FAB-T and Square on the
-survivors), so early exit is never weaker (tested) and only saves the iterations after the last
-image fell. ``python bench/autoattack_cost.py`` measures the saving on a real-data model.
+Cost on robust models (``early_exit``, default on; robench.plugins' autoattack_stages): the same
+torchattacks components, with each image leaving APGD's iterations once fooled (its trajectory
+does not depend on the other images) and APGD-T and FAB-T aimed at the ``targets`` classes (3 by
+default) nearest to the boundary by MALT's ranking (Melamed et al. 2024) instead of all n - 1. On
+an undefended model everything falls within an iteration or two of APGD-CE; on a defended one the
+survivors decide the cost. ``early_exit=false`` runs torchattacks' AutoAttack itself, all n - 1
+targets in the order of the logits: the reference. ``python bench/autoattack_defended.py``
+compares the two per image on a real-data defended model, with PGD-100x5's time beside them;
+``python bench/autoattack_cost.py`` the saving on an undefended one.
 """
 
 from __future__ import annotations
 
 import torch
 import torchattacks
-from torch import nn
 
 import robench
-from robench.attack import Attack, fools
+from robench.attack import Attack
+from robench_plugins.attacks.autoattack_stages import fast_autoattack
 
 MIN_CLASSES = 4
 
@@ -45,11 +44,13 @@ class AutoAttack(Attack):
     family = "ensemble"
     norm = "Linf"
 
-    def __init__(self, steps: int = 100, n_queries: int = 5000, seed: int = 0, early_exit: bool = True):
+    def __init__(self, steps: int = 100, n_queries: int = 5000, seed: int = 0, early_exit: bool = True, targets: int = 3):
         if not (1 <= steps <= 100_000 and 1 <= n_queries <= 1_000_000):  # beyond them a typo, not an evaluation
             raise ValueError(f"steps must be from 1 to 100,000 and n_queries from 1 to 1,000,000, got steps={steps}, "
                              f"n_queries={n_queries}")
-        self.steps, self.n_queries, self.seed, self.early_exit = steps, n_queries, seed, early_exit
+        if not 1 <= targets <= 1_000:
+            raise ValueError(f"targets must be from 1 to 1,000 (target classes per image), got {targets}")
+        self.steps, self.n_queries, self.seed, self.early_exit, self.targets = steps, n_queries, seed, early_exit, targets
 
     def for_dataset(self, classes, malignant):
         """Refuse a dataset of fewer than 4 classes before anything trains, not mid-run."""
@@ -58,15 +59,13 @@ class AutoAttack(Attack):
                              f"{len(classes)}: use pgd (margin loss) with restarts, e.g. pgd:steps=100:restarts=5, and square")
 
     def perturb(self, model, images, labels, eps):
-        attack = self.build(model, eps, n_classes=count_classes(model, images))
+        n_classes = count_classes(model, images)
         if not self.early_exit:
-            return attack(images, labels)
-        apgd_ce = attack._autoattack.attacks[0]
-        watcher = apgd_ce.model = UntilAllFooled(model, labels)
-        try:
-            return attack(images, labels)
-        except AllFooled:
-            return watcher.first_fooled
+            return self.build(model, eps, n_classes)(images, labels)
+        if n_classes < MIN_CLASSES:
+            raise ValueError(f"autoattack needs a model with at least {MIN_CLASSES} classes, this one has {n_classes}")
+        return fast_autoattack(model, images, labels, eps, steps=self.steps, n_queries=self.n_queries, seed=self.seed,
+                               targets=min(self.targets, n_classes - 1))
 
     def build(self, model, eps: float, n_classes: int) -> torchattacks.AutoAttack:
         if n_classes < MIN_CLASSES:
@@ -78,34 +77,6 @@ class AutoAttack(Attack):
             if hasattr(component, "n_queries"):
                 component.n_queries = self.n_queries
         return attack
-
-
-class AllFooled(Exception):
-    """Every image of the batch has been misclassified: the attack has nothing left to do."""
-
-
-class UntilAllFooled(nn.Module):
-    """The model, watching the forward passes of the whole batch (APGD-CE's, in its row order):
-    keeps each image's first input the model got wrong, and raises AllFooled once all were."""
-
-    def __init__(self, model: nn.Module, labels: torch.Tensor):
-        super().__init__()
-        self.model, self.labels = model, labels
-        self.fooled = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
-        self.first_fooled = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x)
-        if len(x) == len(self.labels):
-            wrong = fools(logits.detach(), self.labels)
-            if self.first_fooled is None:
-                self.first_fooled = x.detach().clone()
-            new = wrong & ~self.fooled
-            self.first_fooled[new] = x.detach()[new]
-            self.fooled |= wrong
-            if self.fooled.all():
-                raise AllFooled
-        return logits
 
 
 def count_classes(model, images: torch.Tensor) -> int:
