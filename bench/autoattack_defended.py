@@ -48,7 +48,7 @@ TARGET = 5.0
 COMMAND = ["run", "--dataset", "ham10000", "--data-dir", str(DATA), "--subset", "1000", "--image-size", "112",
            "--backbone", "vit_tiny_patch16_224", "--weights", str(WEIGHTS), "--strategies", "vpt_shallow",
            "--defenses", "pgd_at:eps=2/255", "--epochs", "3", "--attacks", "pgd", "--eps", "1/255", "--seeds", "0",
-           "--attack-samples", "120", "--threads", "1", "--quiet", "--out", str(OUT), "--name", "autoattack-defended"]
+           "--attack-samples", "120", "--escalation", "off", "--threads", "1", "--quiet", "--out", str(OUT), "--name", "autoattack-defended"]
 
 
 def defended_model():

@@ -30,6 +30,7 @@ def test_the_sdist_builds_a_wheel_that_installs_lists_and_runs(tmp_path):
     (sdist,), (wheel,) = sorted(dist.glob("*.tar.gz")), sorted(dist.glob("*.whl"))
     with tarfile.open(sdist) as archive:
         assert any(name.endswith("robench/cli/presets/study-2024.toml") for name in archive.getnames())
+        assert any(name.endswith("robench/cli/templates/attack.py.tmpl") for name in archive.getnames())
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
@@ -37,6 +38,7 @@ def test_the_sdist_builds_a_wheel_that_installs_lists_and_runs(tmp_path):
     modules |= {"robench_plugins/" + path.relative_to(REPO / "plugins").as_posix() for path in (REPO / "plugins").rglob("*.py")}
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)[:5]}"
     assets = {"robench/report/site_assets/" + path.name for path in (REPO / "robench" / "report" / "site_assets").iterdir()}
+    assets |= {"robench/cli/templates/" + path.name for path in (REPO / "robench" / "cli" / "templates").iterdir()}
     assert assets <= names and "[robench]" in entry_points and "autoattack = robench_plugins.attacks.autoattack" in entry_points
 
     site = tmp_path / "site"

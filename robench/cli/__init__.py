@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"list": cmd_list, "run": cmd_run, "presets": cmd_presets, "leaderboard": cmd_leaderboard,
-                "plot": cmd_plot, "download": cmd_download, "site": cmd_site, "cache": cmd_cache}
+                "plot": cmd_plot, "download": cmd_download, "site": cmd_site, "cache": cmd_cache,
+                "new": cmd_new}
     try:
         if getattr(args, "name", None) is not None:  # run, leaderboard, plot: a name, never a path
             check_name(args.name, "--name")
@@ -70,6 +71,17 @@ def cmd_list(args, argv) -> int:
         print("\n".join(listing["kinds"][kind]))
     for line in listing["failures"]:
         print(line)
+    return 0
+
+
+def cmd_new(args, argv) -> int:
+    from robench.cli.listing import cached_listing, known_names
+    from robench.cli.new_plugin import TRY_IT, new_plugin
+
+    taken = known_names() or cached_listing(list(KINDS), _describe_all).get("names")  # plugins load only on a cache miss
+    folder = new_plugin(args.kind, args.plugin_name, args.dir, taken)
+    print(f"wrote {folder}: a working {args.kind} to edit in {folder.name.replace('-', '_')}/__init__.py. Then:")
+    print(f"  pip install -e {folder}\n  pytest {folder / 'tests'}\n  " + TRY_IT[args.kind].replace("$name", args.plugin_name))
     return 0
 
 

@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--to", type=Path, help="target folder (default: $ROBENCH_DATA_DIR or the per-user cache)")
     download.set_defaults(handler="download")
 
+    new = commands.add_parser("new", help="write a pip-installable plugin package to start from: robench new attack my_attack")
+    new.add_argument("kind", help="strategy, attack or defense")
+    new.add_argument("plugin_name", metavar="NAME", help="the plugin's name on the command line, e.g. my_attack")
+    new.add_argument("--dir", type=Path, default=Path("."), help="folder to write robench-NAME/ into (default: here)")
+    new.set_defaults(handler="new")
+
     cache = commands.add_parser("cache", help="show (info) or empty (clear) the decoded-image cache; see docs/caches.md")
     cache.add_argument("action", nargs="?", choices=["info", "clear"], default="info",
                        help="info (default): where it is and its size; clear: delete the decoded images (runs decode again)")
