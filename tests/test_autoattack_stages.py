@@ -1,6 +1,6 @@
 """AutoAttack's stages at the cost of their work: each image leaves APGD once fooled, APGD-T and FAB-T
 aim at MALT's nearest targets, and the result is never weaker than torchattacks' AutoAttack on
-the same images (robench_plugins.attacks.autoattack_stages)."""
+the same images (robench_plugins.attacks.autoattack.stages)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torchattacks
 from torch import nn
 
 from robench_plugins.attacks.autoattack import AutoAttack
-from robench_plugins.attacks.autoattack_stages import AllFooled, RowsUntilFooled, TargetedAPGD, malt_targets
+from robench_plugins.attacks.autoattack.stages import AllFooled, RowsUntilFooled, TargetedAPGD, malt_targets
 
 
 class RowCounter(nn.Module):

@@ -14,7 +14,7 @@ Two settings differ from torchattacks' defaults, each for a correct number:
   version does (torchattacks uses 10), and Square 5000 queries. Lower both for quick runs.
 The random starts are seeded (``seed``), so a run is repeatable.
 
-Cost on robust models (``early_exit``, default on; robench.plugins' autoattack_stages): the same
+Cost on robust models (``early_exit``, default on; its module stages): the same
 torchattacks components, with each image leaving APGD's iterations once fooled (its trajectory
 does not depend on the other images) and APGD-T and FAB-T aimed at the ``targets`` classes (3 by
 default) nearest to the boundary by MALT's ranking (Melamed et al. 2024) instead of all n - 1. On
@@ -32,7 +32,7 @@ import torchattacks
 
 import robench
 from robench.attack import Attack
-from robench_plugins.attacks.autoattack_stages import fast_autoattack
+from robench_plugins.attacks.autoattack.stages import fast_autoattack
 
 MIN_CLASSES = 4
 
