@@ -11,18 +11,7 @@ from torch import nn
 
 from robench_plugins.attacks.autoattack import AutoAttack
 from robench_plugins.attacks.autoattack.stages import AllFooled, RowsUntilFooled, TargetedAPGD, malt_targets
-
-
-class RowCounter(nn.Module):
-    """The model, counting the image rows of every forward pass."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.rows = model, 0
-
-    def forward(self, x):
-        self.rows += len(x)
-        return self.model(x)
+from tests.test_early_exit import RowCounter
 
 
 def test_rows_until_fooled_computes_only_the_images_left_and_keeps_each_first_fooling_input():
