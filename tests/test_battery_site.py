@@ -31,6 +31,7 @@ class Counting(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_site_of_hostile_run_files_makes_no_network_request(tmp_path, monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -62,6 +62,7 @@ def test_options_that_do_not_fit_this_machine_are_one_line(capsys, tmp_path, fla
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_precision_and_execution_options_are_recorded_in_config_and_leaderboard(capsys, tmp_path):
     out_dir = _grid(capsys, tmp_path, "run", "--channels-last", strategies="linear_probe")
     config = json.loads((out_dir / "config.json").read_text())
@@ -73,6 +74,7 @@ def test_precision_and_execution_options_are_recorded_in_config_and_leaderboard(
     assert f"- **precision**: training {expected}, attacks fp32" in (tmp_path / "run.md").read_text()
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_run_resumed_with_another_precision_is_refused_and_one_from_before_precision_was_recorded_resumes(capsys, tmp_path):
     out_dir = _grid(capsys, tmp_path, "run", strategies="linear_probe")
     before = (out_dir / "results.jsonl").read_bytes()
@@ -236,6 +238,7 @@ def test_a_run_flushes_subnormal_floats_and_restores_the_setting_after():
     assert (tiny * 1).item() != 0 and not torch.are_deterministic_algorithms_enabled()
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_attack_precision_fp32_bf16_runs_each_attack_in_both_and_labels_the_twin(capsys, tmp_path):
     out_dir = _grid(capsys, tmp_path, "twins", "--attack-precision", "fp32,bf16", strategies="linear_probe")
     config = json.loads((out_dir / "config.json").read_text())

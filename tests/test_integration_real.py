@@ -17,6 +17,7 @@ from tests.conftest import shared_or_skip
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_real_ham10000_with_vit_tiny_weights(tmp_path, capsys):
     data_dir = shared_or_skip("data", "ham10000")
     weights = shared_or_skip("weights", "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors")

@@ -58,6 +58,7 @@ def test_a_grayscale_binary_set_becomes_rgb_at_the_run_size(tmp_path):
     assert dataset.symmetries == "none"  # a chest radiograph keeps its left and right
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_medmnist_run_end_to_end(tmp_path, capsys):
     write_npz(tmp_path, "bloodmnist")
     code = main(["run", "--dataset", "medmnist:flag=bloodmnist", "--data-dir", str(tmp_path), "--backbone", "robench_vit_micro",

@@ -158,6 +158,7 @@ def test_the_same_command_again_redoes_nothing(capsys, tmp_path, train_calls):
     assert (tmp_path / "run" / RESULTS_FILE).read_bytes() == before
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_partial_files_a_killed_run_left_are_removed_when_it_resumes(capsys, tmp_path):
     out_dir = tmp_path / "run"
     argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
@@ -342,6 +343,7 @@ def test_a_row_that_cannot_be_written_is_one_line_saying_how_to_resume(tmp_path,
     assert (tmp_path / RESULTS_FILE).read_bytes() == before  # the part written was taken back
 
 
+@pytest.mark.slow  # 10 s or more: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_row_without_its_records_is_computed_again_on_resume(capsys, tmp_path, train_calls):
     """A row whose per-image records are missing (an older robench) is not published as done: the same
     command computes that cell again, from the checkpoint, and the row it writes has full records and
