@@ -74,7 +74,7 @@ def check_warmup(warmup_epochs: float) -> float:
 
 def warmup_fraction(defense: Defense, step: int, steps_per_epoch: int) -> float:
     """The fraction of eps a defense trains on at optimisation step ``step`` (from 0) of its warm-up."""
-    ramp = getattr(defense, "warmup_epochs", 0.0) * steps_per_epoch
+    ramp = defense.warmup_epochs * steps_per_epoch
     return 1.0 if step + 1 >= ramp else (step + 1) / ramp
 
 

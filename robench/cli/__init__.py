@@ -76,12 +76,12 @@ def cmd_list(args, argv) -> int:
 
 def cmd_new(args, argv) -> int:
     from robench.cli.listing import cached_listing, known_names
-    from robench.cli.new_plugin import TRY_IT, new_plugin
+    from robench.cli.new_plugin import new_plugin, try_it
 
     taken = known_names() or cached_listing(list(KINDS), _describe_all).get("names")  # plugins load only on a cache miss
     folder = new_plugin(args.kind, args.plugin_name, args.dir, taken)
     print(f"wrote {folder}: a working {args.kind} to edit in {folder.name.replace('-', '_')}/__init__.py. Then:")
-    print(f"  pip install -e {folder}\n  pytest {folder / 'tests'}\n  " + TRY_IT[args.kind].replace("$name", args.plugin_name))
+    print(f"  pip install -e {folder}\n  pytest {folder / 'tests'}\n  {try_it(args.kind, args.plugin_name)}")
     return 0
 
 

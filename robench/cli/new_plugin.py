@@ -25,6 +25,11 @@ TRY_IT = {
 }
 
 
+def try_it(kind: str, name: str) -> str:
+    """The command that runs a new plugin of ``kind`` called ``name`` beside a built-in."""
+    return Template(TRY_IT[kind]).substitute(name=name)
+
+
 def new_plugin(kind: str, name: str, parent: Path, taken: dict[str, list[str]] | None = None) -> Path:
     """Write the package ``robench-NAME`` for a plugin of ``kind`` called ``name`` into ``parent``
     and return its folder. ``taken``: the names each kind already has (a clash is refused)."""
@@ -42,7 +47,7 @@ def new_plugin(kind: str, name: str, parent: Path, taken: dict[str, list[str]] |
         raise RobenchError(f"{folder} exists already: remove it or give another --dir")
     values = {"name": name, "kind": kind, "dist": dist, "package": "robench_" + name,
               "cls": "".join(part.capitalize() for part in name.split("_"))}
-    values["try_it"] = Template(TRY_IT[kind]).substitute(values)
+    values["try_it"] = try_it(kind, name)
     files = {"pyproject.toml": "pyproject.toml.tmpl", "README.md": "README.md.tmpl",
              f"{values['package']}/__init__.py": f"{kind}.py.tmpl", f"tests/test_{name}.py": f"test_{kind}.py.tmpl"}
     for target, template in files.items():

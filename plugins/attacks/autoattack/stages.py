@@ -118,8 +118,9 @@ def fast_autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     images every earlier one left correct, each image stopping APGD's iterations once fooled."""
     adversarial = images.clone()
     with torch.no_grad():
-        classes = model(images[:1]).shape[1]
-        left = (~fools(model(images), labels)).nonzero().flatten()  # the clean-wrong need no attack
+        clean = model(images)
+    classes = clean.shape[1]
+    left = (~fools(clean, labels)).nonzero().flatten()  # the clean-wrong need no attack
     watched = RowsUntilFooled(model)
 
     def keep(rows: torch.Tensor, fooled: torch.Tensor, examples: torch.Tensor) -> torch.Tensor:
