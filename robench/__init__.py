@@ -12,8 +12,8 @@ from robench.hookspecs import hookimpl  # the one name a plugin needs
 # The Python API (robench.api). Loaded when first used, not on `import robench`: a plugin that needs
 # only hookimpl does not pay for torch, and the engine's modules, which import robench, are never
 # imported by it while it is itself being imported.
-_API = ("run", "load_run", "list_plugins", "Results")
-__all__ = ["Results", "__version__", "hookimpl", "list_plugins", "load_run", "run"]
+_API = ("run", "benchmark", "load_run", "list_plugins", "Results")
+__all__ = ["Results", "__version__", "benchmark", "hookimpl", "list_plugins", "load_run", "run"]
 
 
 def __getattr__(name: str):

@@ -82,7 +82,8 @@ def run(*, config: str | Path | None = None, preset: str | None = None, dataset:
         executor: str | None = None, ray_address: str | None = None, ray_gpus_per_task: float | None = None,
         out: str | Path | None = None, name: str | None = None, leaderboard_dir: str | Path | None = None,
         force: bool = False, format: str | Sequence[str] | None = None, reference: str | None = None,
-        quiet: bool = False, log_json: str | Path | None = None, threads: int | None = None) -> Results:
+        quiet: bool = False, log_json: str | Path | None = None, threads: int | None = None,
+        model: str | Path | None = None) -> Results:
     """Run a benchmark, as ``robench run`` does with the same options: ``robench.run(dataset="synthetic",
     strategies="full,linear_probe", attacks=["fgsm", "pgd:steps=5"], eps=[0.01, 0.02], seeds=[0, 1])``.
 
@@ -95,6 +96,8 @@ def run(*, config: str | Path | None = None, preset: str | None = None, dataset:
       classes of installed plugins; ``eps`` in [0, 1] or ``"k/255"``; ``seeds``;
     - ``tune``, ``tune_budget``: search each strategy's recipe on the validation split (docs/tuning.md);
     - ``out``: the run folder (default ``runs/<name>``); one holding an earlier run of the same settings is resumed.
+    - ``model``: a checkpoint of ``backbone`` trained elsewhere, attacked instead of training (``robench eval``);
+      for a model object, use :func:`benchmark`.
 
     Failed cells do not raise: they are in ``Results.failed``. Bad input raises
     robench.errors.RobenchError with one line saying what to change.
@@ -104,6 +107,70 @@ def run(*, config: str | Path | None = None, preset: str | None = None, dataset:
     parsed = cli_run.config_from_args(keywords.parse(argv), argv)
     leaderboard, _ = runner.run(parsed)
     return Results(parsed.out, leaderboard)
+
+
+# What robench.benchmark sets itself: the model it is given is the backbone, and nothing trains.
+_SET_BY_BENCHMARK = ("backbone", "weights", "strategies", "defenses", "tune", "tune_budget", "epochs", "lr", "batch_size",
+                     "model")
+MODEL_FILE = "benchmarked-model.pt"
+
+
+def benchmark(model, *, dataset: Spec, attacks: Specs, eps: Numbers, seeds: int | Sequence[int] = (0,),
+              data_dir: str | Path | None = None, image_size: int | None = None, out: str | Path | None = None,
+              name: str | None = None, **options) -> pd.DataFrame:
+    """Attack a model trained elsewhere as robench attacks its own: ``robench.benchmark(model,
+    dataset="ham10000", data_dir="data/ham10000", image_size=224, attacks="fgsm,pgd", eps=["1/255", "2/255"])``.
+
+    ``model``: any ``torch.nn.Module`` that maps N x 3 x S x S images in [0, 1] to N x classes logits,
+    normalising inside, with the dataset's classes in the dataset's order (one that answers another
+    number of classes is refused in one line). It is evaluated on the dataset's test split with the
+    same attacks, worst case, escalation, intervals and per-image records as a trained strategy
+    (the ``given`` strategy on the ``module`` backbone provider; nothing trains); ``seeds`` draw the
+    attacks' random starts. ``options``: any other keyword of :func:`run` (``attack_samples``,
+    ``test_set``, ``leaderboard_dir`` for a page, ``quiet``, ...). The model is saved in ``out`` as
+    benchmarked-model.pt (its sha256 names it on the page), so its class must be importable there.
+
+    Returns the rows, one per (seed, attack, eps) cell with ``robust_acc``, as :attr:`Results.rows`
+    does; ``rows.attrs["run_dir"]`` is the run folder (``robench.load_run`` of it: the page, the table with
+    intervals, the per-image records) and ``rows.attrs["leaderboard"]`` the page.
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise RobenchError(f"robench.benchmark() takes a torch.nn.Module, not {type(model).__name__}: pass the model "
+                           "itself (for a checkpoint file, use robench eval --model FILE --backbone NAME)")
+    if taken := sorted(set(options) & set(_SET_BY_BENCHMARK)):
+        raise RobenchError(f"robench.benchmark() sets {', '.join(taken)} itself (the model is given and nothing trains): "
+                           "drop them, or use robench.run to train models")
+    label = type(model).__name__
+    name = name or f"benchmark-{label.lower()}"
+    out = Path(out) if out is not None else Path("runs") / name
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / MODEL_FILE
+    if not _holds(file, model):  # torch.save writes a random id in each file: the same model is not saved twice
+        torch.save(model, file)
+    found = run(dataset=dataset, data_dir=data_dir, image_size=image_size, attacks=attacks, eps=eps, seeds=seeds,
+                backbone=f"module:{label}", weights=file, strategies="given", out=out, name=name, **options)
+    rows = found.rows.copy()
+    rows.attrs = {"run_dir": str(found.run_dir), "leaderboard": str(found.leaderboard) if found.leaderboard else None}
+    return rows
+
+
+def _holds(file: Path, model) -> bool:
+    """Whether ``file`` already holds ``model`` (its class and every tensor of its state), so that
+    benchmarking the same model again resumes its run instead of meeting another file hash."""
+    import torch
+
+    if not file.is_file():
+        return False
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001  (whatever is there is replaced)
+        return False
+    if type(saved) is not type(model):
+        return False
+    ours, theirs = model.state_dict(), saved.state_dict()
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k].cpu(), theirs[k]) for k in ours)
 
 
 def load_run(run_dir: str | Path) -> Results:

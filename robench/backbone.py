@@ -39,6 +39,9 @@ class Backbone:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     install: ClassVar[str | None] = None  # how to install what it needs, e.g. 'pip install "robench[open_clip]"'
+    # False: --weights is not a state dict (the ``module`` provider's whole pickled model), so the
+    # generic check that a weights loader reads it (robench.weights.check_readable) does not apply.
+    state_dict_weights: ClassVar[bool] = True
 
     def check(self, model: str) -> None:
         """Raise ``RobenchError`` in one line (with close names) for a model it cannot build; cheap."""

@@ -86,6 +86,9 @@ class Strategy:
     # What `--tune` searches, per recipe field (of TUNABLE): declared next to the recipe, from the
     # method's paper where it gives one. Empty: the strategy can be tuned only with ranges given.
     search_space: ClassVar[dict[str, SearchRange]] = {}
+    # False: ``adapt`` returns a model trained elsewhere (the ``given`` strategy of robench.benchmark
+    # and ``robench eval``): robench trains nothing, keeps no checkpoint and only evaluates and attacks it.
+    trains: ClassVar[bool] = True
 
     def adapt(self, model: nn.Module) -> nn.Module:
         """Turn a backbone (with a fresh classification head) into the model to train.

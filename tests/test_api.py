@@ -38,6 +38,8 @@ def test_the_python_api_page_runs_as_written(tmp_path, monkeypatch, capsys):
     assert results.leaderboard.is_file() and again.leaderboard.read_text() == results.leaderboard.read_text()
     assert set(namespace["plugins"]["name"]) >= {"fgsm", "pgd", "autoattack"}
     assert "unknown strategy 'linear_prob': did you mean linear_probe?" in capsys.readouterr().out
+    benchmarked = namespace["rows"]  # robench.benchmark of a model made on the page
+    assert set(benchmarked["status"]) == {"ok"} and set(benchmarked["strategy"]) == {"given"} and len(benchmarked) == 5
 
 
 def test_keywords_are_the_flags_of_robench_run():
@@ -112,7 +114,7 @@ def test_import_robench_is_light_and_offers_the_api():
 
     code = "import sys, robench; print('torch' in sys.modules, sorted(robench.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False ['Results', '__version__', 'hookimpl', 'list_plugins', 'load_run', 'run']"
+    assert out.strip() == "False ['Results', '__version__', 'benchmark', 'hookimpl', 'list_plugins', 'load_run', 'run']"
     assert robench.run.__module__ == "robench.api"
 
 

@@ -180,7 +180,8 @@ def _describe_plugin(kind: str, plugin) -> list[str]:
     options = ", ".join(_describe_option(name, param) for name, param in plugin.options().items())
     lines = [f"  {plugin.name:<16} {plugin.description}", f"  {'':<16} from {plugin.package} {plugin.version}; options: {options or 'none'}"]
     if kind == "strategy":
-        lines.append(f"  {'':<16} recipe: {_describe_recipe(plugin.factory.recipe)}")
+        recipe = _describe_recipe(plugin.factory.recipe) if getattr(plugin.factory, "trains", True) else "none (trains nothing)"
+        lines.append(f"  {'':<16} recipe: {recipe}")
     if kind == "dataset":
         lines.append(f"  {'':<16} {_describe_dataset(plugin.factory)}")
     return lines

@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--kind", choices=KINDS, help="only this kind")
     listing.set_defaults(handler="list")
 
-    run = commands.add_parser("run", help="train, attack and write results and a leaderboard", epilog=RUN_EXAMPLES)
+    run = commands.add_parser("run", aliases=["eval"], epilog=RUN_EXAMPLES,
+                              help="train, attack and write results and a leaderboard (eval --model FILE: attack a model trained elsewhere)")
+    run.add_argument("--model", type=Path, help="attack a model trained elsewhere instead of training: its checkpoint, a state dict "
+                     "of --backbone with the dataset's classes, head included (= --strategies given:file=FILE)")
     run.add_argument("--config", type=Path, help="TOML file of settings, keys named like these flags; flags typed here win")
     run.add_argument("--preset", help="a run shipped with robench, by name; `list` lists them (see `robench presets`)")
     run.add_argument("--dataset", default="ham10000", help="a dataset with options: ham10000 (default), synthetic (offline), "

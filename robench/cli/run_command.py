@@ -42,6 +42,23 @@ def cmd_run(args, argv) -> int:
     return 0
 
 
+def _model_as_strategy(args, argv) -> None:
+    """``--model FILE`` (what `robench eval` needs) is the ``given`` strategy with that file, alone."""
+    if args.model is None:
+        if getattr(args, "command", None) == "eval":
+            raise RobenchError("robench eval needs --model FILE, the checkpoint of the model to attack (a state dict of "
+                               "--backbone); to train models and attack them, use robench run")
+        return
+    if any(arg.split("=")[0] == "--strategies" for arg in argv):
+        raise RobenchError("--model attacks one model trained elsewhere; it replaces --strategies: drop one of the two")
+    if not args.model.is_file():
+        raise RobenchError(f"--model {args.model} not found: pass the checkpoint file of the model to attack")
+    if any(sep in str(args.model) for sep in ",:"):
+        raise RobenchError(f"--model {args.model}: a path with ',' or ':' cannot be written in a strategy spec; "
+                           "copy or link the file to a path without them")
+    args.strategies = f"given:file={args.model}"
+
+
 def resume_command(argv: list[str], out: Path) -> str:
     """The command that resumes a run: the one typed, with --out added where it was left to a
     folder named after the time, which the same command typed again would not find."""
@@ -66,6 +83,7 @@ def config_from_args(args, argv):
 
     if args.config is not None or args.preset is not None:
         args, argv = _with_run_file(args, argv)
+    _model_as_strategy(args, argv)
     set_quiet(args.quiet)
     _positive(args, "subset", "epochs", "batch_size", "attack_batch_size", "attack_samples", "image_size")
     dataset = resolve_dataset(args.dataset)

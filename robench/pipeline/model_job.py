@@ -167,6 +167,10 @@ def train_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, se
                           f"adapt ({one_line(exc)})") from exc
     model = Normalized(adapted, mean, std).to(device)
     trainable = _count(model, trainable_only=True)
+    if not strategy.plugin.trains:  # a model trained elsewhere (the `given` strategy): only evaluated
+        return _for_evaluation(strategy, adapted, mean, std, device), {
+            "trainable_params": 0, "backbone_params": backbone_params, "epochs": 0, "best_epoch": None,
+            "train_seconds": 0.0, "seconds_per_epoch": None, "peak_mem_mb": None}
     key = model_key(settings, strategy, seed, prepared)
     stored = checkpoints.path_for(config.out, key)
     info = checkpoints.load(stored, adapted, own_buffers, key) if keep else None

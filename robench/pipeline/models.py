@@ -44,7 +44,7 @@ def check_backbone(spec: BackboneSpec) -> None:
     backbone.check(spec.name)
     if spec.weights is not None and not spec.weights.is_file():
         raise RobenchError(f"weights file {spec.weights} not found: pass --weights with a weights file of {spec.label}")
-    if spec.weights is not None:
+    if spec.weights is not None and backbone.state_dict_weights:
         check_readable(spec.weights)
     backbone.check_weights(spec.name, spec.weights, spec.pretrained)
 

@@ -136,6 +136,7 @@ def plan(config: RunConfig) -> Plan:
                                f"raise eps_max (e.g. {attack.plugin.name}:eps_max={max(config.eps):g}) or drop that eps")
     defenses = plan_defenses(registry, config.defenses)
     strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
+    _refuse_training_options(strategies, config)
     if config.tune:
         check_tuning(strategies, config.tune)
     if config.reference is not None and config.reference not in [p.label for p in strategies]:
@@ -181,6 +182,19 @@ def plan_defenses(registry, specs: list[Spec]) -> list[Planned | None]:
         defenses.append(None if spec.name == NONE else Planned(spec.label, resolve(registry, "defense", spec)[0]))
     refuse_duplicates([spec.label for spec in specs], "defense")
     return defenses
+
+
+def _refuse_training_options(strategies: list[Planned], config: RunConfig) -> None:
+    """A strategy that trains nothing (``given``: a model trained elsewhere) takes no defense and no
+    search: both would change how it trains, and it does not."""
+    for strategy in strategies:
+        if strategy.plugin.trains:
+            continue
+        if strategy.defense is not None:
+            raise RobenchError(f"{strategy.label}: strategy {strategy.plugin.name} attacks a model trained elsewhere and trains "
+                               "nothing, so no defense can train it: drop --defenses (or train the model with the defense yourself)")
+        if config.tune:
+            raise RobenchError(f"--tune searches training recipes, and strategy {strategy.plugin.name} trains nothing: drop --tune")
 
 
 def _defended(strategy: Planned, defense: Planned | None) -> Planned:
