@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from robench_plugins.attacks.fgsm import FGSM
 from robench_plugins.strategies.full import Full
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = ("train_seconds", "seconds_per_epoch", "attack_seconds", "peak_mem_mb")
+TIMING = ("train_seconds", "seconds_per_epoch", "attack_seconds", "peak_mem_mb", "node")  # and where it ran
 BASE = ["--dataset", "synthetic", "--subset", "200", "--epochs", "2", "--quiet", "--attacks", "fgsm", "--eps", "0.01"]
 GRID = [*BASE, "--strategies", "full,linear_probe"]
 SEEDS = ["--seeds", "0,1"]  # a repeated --seeds (or --strategies) adds up: tests that want others leave these out
@@ -51,6 +52,9 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
         finished = {f.cell: f for f in executors.Ray()(range, [(0, 3), (0, "x")], {})}
         assert finished[(0, 3)].rows == [0, 1, 2] and finished[(0, 3)].error is None
         assert isinstance(finished[(0, "x")].error, TypeError) and finished[(0, "x")].rows == []
+        # --threads is each task's CPU request and its torch thread count
+        finished = list(executors.Ray(threads=2)(torch_threads, [()], {}))
+        assert finished[0].rows[0]["threads"] == 2 and "ray node" in finished[0].rows[0]["node"]
         # --tune's trials go through the same executor: they train in the workers too
         code, _, err = run_cli(capsys, "run", *BASE, "--strategies", "linear_probe", "--seeds", "0", "--tune", "lr",
                                "--tune-budget", "4x1", "--executor", "ray", "--out", str(tmp_path / "tuned"))
@@ -60,11 +64,33 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
     local, on_ray = read_rows(tmp_path / "local"), read_rows(tmp_path / "ray")
     assert len(local) == 2 * 2 * 3 and {r["status"] for r in on_ray} == {"ok"}  # clean, fgsm, escalation per model
     assert by_cell(local) == by_cell(on_ray)
+    assert {r["node"] for r in local} == {platform.node()} and all("(ray node " in r["node"] for r in on_ray)
     assert len(list((tmp_path / "ray" / "checkpoints").glob("*.safetensors"))) == 4  # written by the tasks
     config = json.loads((tmp_path / "ray" / "config.json").read_text())
     assert config["execution"]["executor"] == "ray" and config["execution"]["ray_gpus_per_task"] == 0.0
     trials = json.loads((tmp_path / "tuned" / "config.json").read_text())["tuning"]["strategies"]["linear_probe"]["trials"]
     assert len(trials) == 4 and len({trial["params"]["lr"] for trial in trials}) == 4  # each worker's sampler its own seed
+
+
+def torch_threads() -> list[dict]:
+    """A Ray task's work that reports the torch threads it computes with."""
+    return [{"threads": torch.get_num_threads()}]
+
+
+@pytest.mark.slow  # starts Ray (16 s or more)
+def test_ray_started_from_a_folder_holding_a_robench_folder_runs_every_cell(tmp_path):
+    """Ray puts the driver's working folder on its workers' import path: a clone's parent holds a
+    robench/ folder, which its workers imported instead of the installed package (every cell failed)."""
+    pytest.importorskip("ray")
+    parent = tmp_path / "parent"
+    (parent / "robench" / "docs").mkdir(parents=True)  # a clone of robench, seen from its parent
+    command = Path(sys.executable).parent / "robench"  # `python -m robench` here would import that folder itself
+    done = subprocess.run([str(command), "run", *BASE, "--strategies", "linear_probe", "--executor", "ray",
+                           "--threads", "1", "--out", str(tmp_path / "run")], cwd=parent, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_rows(tmp_path / "run")
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"} and all("(ray node " in r["node"] for r in rows)
+    assert Path.cwd() != parent
 
 
 def test_ray_not_installed_is_one_line_saying_what_to_install(capsys, tmp_path, monkeypatch):
@@ -119,3 +145,16 @@ def test_lost_model_rows_cover_only_the_cells_still_to_do():
         ("fgsm", 0.02, "failed", "MemoryError: killed"), ("escalation", 0.01, "failed", "MemoryError: killed"),
         ("escalation", 0.02, "failed", "MemoryError: killed")]
 
+
+
+def test_a_task_whose_node_lacks_the_weights_fails_in_one_line_naming_the_node(tmp_path):
+    from types import SimpleNamespace
+
+    from robench.errors import RobenchError
+
+    plan = SimpleNamespace(config=SimpleNamespace(backbone=SimpleNamespace(weights=tmp_path / "vit.safetensors")))
+    with pytest.raises(RobenchError, match=rf"--weights {tmp_path}/vit.safetensors is not on Ray node {platform.node()}: "
+                                           "put the file at the same path on every node"):
+        executors._run_cell(model_job.model_rows, (None, 0), {"plan": plan})
+    (tmp_path / "vit.safetensors").write_bytes(b"")  # present: the work runs, and each row names the node
+    assert executors._run_cell(lambda *cell, plan: [{"cell": cell}], (None, 0), {"plan": plan}) == [{"cell": (None, 0), "node": platform.node()}]

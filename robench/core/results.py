@@ -96,6 +96,7 @@ ROW_FIELDS = (
     # different norms are never compared or combined. Older rows lack it and read as "Linf" (attack_norms)
     "attack_black_box",  # True for query-based attacks that never read gradients
     "eps",
+    "node",  # the machine that computed the row: its host name, and on Ray the node (robench.pipeline.executors)
     *MODEL_METRICS,
     *CELL_METRICS,
     *RECORD_FIELDS,

@@ -9,8 +9,13 @@ skipping finished cells and checkpoints work alike. Ray is imported only when it
 from __future__ import annotations
 
 import logging
+import os
+import platform
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,8 +38,9 @@ class Finished:
 def local(work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
     """Run the cells one after another in this process. Rows stream out while ``work`` yields
     them, so a crash loses at most the row being computed."""
+    node = node_name()
     for cell in cells:
-        yield Finished(cell, work(*cell, **context))
+        yield Finished(cell, (row | {"node": node} for row in work(*cell, **context)))
 
 
 @dataclass(frozen=True)
@@ -52,22 +58,27 @@ class Ray:
 
     address: str | None = None
     gpus_per_task: float = 0.0
+    threads: int = 1  # each task's CPU request and torch thread count (--threads)
 
     def __call__(self, work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
         ray = import_ray()
         started = not ray.is_initialized()
+        # Ray's processes start in an empty folder of their own, kept until they stop (see _outside)
+        neutral = tempfile.TemporaryDirectory(prefix="robench-ray-") if started else None
         if started:
             try:
-                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+                with _outside(neutral.name):
+                    ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
             except ConnectionError as exc:
+                neutral.cleanup()
                 raise RobenchError(f"cannot join Ray at {self.address}: {str(exc).splitlines()[0]} (start it with `ray start --head`, "
                                    "or drop --ray-address to start a local instance)") from None
         pending = {}
         try:
             shared = ray.put(context)
             # one retry: a worker or node lost mid-task gets a second chance before its cells are failed
-            task = ray.remote(_run_cell).options(num_cpus=1, num_gpus=self.gpus_per_task, max_retries=1)
-            pending = {task.remote(work, cell, shared): cell for cell in cells}
+            task = ray.remote(_run_cell).options(num_cpus=self.threads, num_gpus=self.gpus_per_task, max_retries=1)
+            pending = {task.remote(work, cell, shared, self.threads): cell for cell in cells}
             while pending:
                 [ready], _ = ray.wait(list(pending), num_returns=1)
                 cell = pending.pop(ready)
@@ -81,19 +92,51 @@ class Ray:
                 ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()
+                neutral.cleanup()
 
 
-def _run_cell(work: Work, cell: tuple, context: dict) -> list[dict]:
-    """The body of a Ray task (Ray resolves ``context`` from the object store before the call).
+def _run_cell(work: Work, cell: tuple, context: dict, threads: int = 1) -> list[dict]:
+    """The body of a Ray task (Ray resolves ``context`` from the object store before the call):
+    ``threads`` torch threads, the CPUs the task reserved; every row names the node that made it.
 
     Numpy arrays from the object store are read-only views of shared memory; the work only
     reads them, so torch's warning on turning one into a tensor is noise.
     """
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-    return list(work(*cell, **context))
+    node = node_name()
+    weights = context["plan"].config.backbone.weights if "plan" in context else None
+    if weights is not None and not os.path.isfile(weights):
+        raise RobenchError(f"--weights {weights} is not on Ray node {node}: put the file at the same path on every node "
+                           "(a shared filesystem), or run where it is")
+    torch.set_num_threads(threads)
+    return [row | {"node": node} if isinstance(row, dict) else row for row in work(*cell, **context)]
 
 
-def choose(name: str, address: str | None, gpus_per_task: float | None):
+def node_name() -> str:
+    """The machine that computes here: its host name, and on Ray the node's IP address and short id
+    (two nodes of one host, in network namespaces, share the host name)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        context = ray.get_runtime_context()
+        return f"{platform.node()} (ray node {ray.util.get_node_ip_address()} {context.get_node_id()[:8]})"
+    return platform.node()
+
+
+@contextmanager
+def _outside(neutral: str) -> Iterator[None]:
+    """Start Ray from the empty folder ``neutral``: Ray puts the driver's working folder on its workers'
+    import path, and a folder there named ``robench`` (the clone, run from its parent) would be imported
+    instead of the installed package. The folder must outlive the workers, which start in it (torch
+    fails to load in a deleted one). The run's paths are absolute (robench.pipeline.plan)."""
+    here = os.getcwd()
+    os.chdir(neutral)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def choose(name: str, address: str | None, gpus_per_task: float | None, threads: int = 1):
     """The executor the flags ask for; Ray's flags without ``--executor ray`` are refused."""
     if name == "local":
         if address is not None or gpus_per_task is not None:
@@ -101,7 +144,7 @@ def choose(name: str, address: str | None, gpus_per_task: float | None):
         return local
     if name == "ray":
         import_ray()
-        return Ray(address, gpus_per_task or 0.0)
+        return Ray(address, gpus_per_task or 0.0, threads)
     raise RobenchError(f"unknown executor {name!r}: use {' or '.join(EXECUTORS)}")
 
 

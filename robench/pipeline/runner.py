@@ -39,7 +39,7 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
     """
     planned = plan(config)
     config, device = planned.config, planned.device
-    executor = executors.choose(config.executor, config.ray_address, config.ray_gpus_per_task)
+    executor = executors.choose(config.executor, config.ray_address, config.ray_gpus_per_task, config.threads)
     check_backbone(config.backbone)  # cheap checks before the data is decoded
     check_image_size(config.backbone, device)
     publish.claim(publish.pages([config.out], config.leaderboard_dir, config.name), [config.out], config.force)  # not after hours
