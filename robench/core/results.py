@@ -68,6 +68,8 @@ CELL_METRICS = (
     "acc_on_correct",  # over the clean-correct images only (the seed study's protocol)
     "attack_success_rate",  # 1 - acc_on_correct
     "attack_seconds",
+    "ece",  # expected calibration error, 15 bins, of the answers on the cell's images (the clean row: all test images)
+    "nll",  # their mean negative log-likelihood of the true class (robench.pipeline.calibration); None: not measured
     "eps_max",  # a minimal attack's (robench.attack.MinimalAttack): eps* is searched up to it; None otherwise
     "escalated",  # an escalation row's (robench.pipeline.escalation): the survivors of every attack it was given
     "escalation_fooled",  # ... how many of them it fooled

@@ -82,6 +82,7 @@ ROW = {
     **dict.fromkeys(("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "robust_acc", "robust_bacc"), FRACTION),
     **dict.fromkeys(("acc_on_correct", "attack_success_rate"), OVER_CORRECT),
     "eps_max": Within(0, math.inf, null=True),
+    "ece": Within(0, 1, null=True), "nll": Within(0, math.inf, null=True),
     "clean_pred": ([int], None), "adv_pred": ([int], None), "min_eps": ([_NUMBER_OR_NULL], None),
 }
 RECORDS = ("clean_pred", "adv_pred", "min_eps")  # per-image lists, in config.json's attacked order

@@ -38,7 +38,7 @@ class Answers:
     def __init__(self, model: nn.Module, autocast_on: bool):
         self.model = model
         self.autocast_on = autocast_on
-        self.seen: dict[tuple[int, ...], int] = {}
+        self.seen: dict[tuple[int, ...], tuple[int, list[float]]] = {}  # bits -> (class, probabilities)
         self.reused = 0
         self._weights: dict[tuple[int, str], torch.Tensor] = {}
 
@@ -52,18 +52,27 @@ class Answers:
     def __exit__(self, *exc) -> None:
         self._handle.remove()
 
-    @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """The model's predicted class for each image: recorded where these exact bits were seen
         in the sweep's setting, computed (and then recorded) for the rest."""
+        return self.answer(images)[0]
+
+    @torch.no_grad()
+    def answer(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's predicted class and softmax probabilities (float32, on the CPU) for each image,
+        as :meth:`predict` finds them; the probabilities are what calibration is measured on."""
         keys = self._keys(images) if self._current_setting() == self._setting else None
         known = [None] * len(images) if keys is None else [self.seen.get(key) for key in keys]
         missing = [i for i, answer in enumerate(known) if answer is None]
-        preds = torch.tensor([-1 if answer is None else answer for answer in known], dtype=torch.long)
+        preds = torch.tensor([-1 if answer is None else answer[0] for answer in known], dtype=torch.long)
+        probs = [None if answer is None else answer[1] for answer in known]
         if missing:
-            preds[missing] = self.model(images[missing]).argmax(1).cpu()
+            logits = self.model(images[missing])
+            preds[missing] = logits.argmax(1).cpu()
+            for i, row in zip(missing, _probabilities(logits).tolist(), strict=True):
+                probs[i] = row
         self.reused += len(images) - len(missing)
-        return preds
+        return preds, (torch.tensor(probs, dtype=torch.float32) if probs else torch.zeros(0, 0))
 
     def _record(self, module: nn.Module, args: tuple, output) -> None:
         try:
@@ -73,7 +82,8 @@ class Answers:
                 return
             keys = self._keys(args[0])
             if keys is not None:
-                self.seen.update(zip(keys, output.detach().argmax(1).tolist(), strict=True))
+                answers = zip(output.detach().argmax(1).tolist(), _probabilities(output).tolist(), strict=True)
+                self.seen.update(zip(keys, answers, strict=True))
         except Exception:  # noqa: BLE001  (an answer not recorded is checked again: never break the attack)
             return
 
@@ -102,6 +112,11 @@ class Answers:
             self._weights[size] = weights.to(bits.device)
         hashes = torch.stack([(bits * weights).sum(1) for weights in self._weights[size].T], 1)
         return [tuple(row) for row in hashes.tolist()]
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities of a batch of logits, in float32 on the CPU (bf16 logits included)."""
+    return torch.softmax(logits.detach().float(), dim=1).cpu()
 
 
 def _autocast_state(device: str) -> tuple[bool, torch.dtype | None]:

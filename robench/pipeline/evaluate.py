@@ -25,6 +25,7 @@ from robench.attack import (
 from robench.core.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.core.progress import progress
 from robench.pipeline.answers import Answers
+from robench.pipeline.calibration import calibration
 from robench.pipeline.compute import autocast
 from robench.pipeline.train import to_pixels
 
@@ -32,18 +33,29 @@ from robench.pipeline.train import to_pixels
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
     """Predicted classes for uint8 (or [0, 1] float) images, in eval mode."""
+    return logits_of(model, images, batch_size, device).argmax(1)
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """The model's logits (float32, on the CPU) for uint8 (or [0, 1] float) images, in eval mode."""
     model.eval()
-    preds = []
+    logits = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
         batch = to_pixels(batch) if batch.dtype == torch.uint8 else batch
-        preds.append(model(batch).argmax(1).cpu())
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+        logits.append(model(batch).float().cpu())
+    return torch.cat(logits) if logits else torch.empty(0, 0)
 
 
 def clean_metrics(labels: torch.Tensor, preds: torch.Tensor) -> dict:
     hits = preds == labels
     return {"n_test": len(labels), "clean_acc": accuracy(hits), "clean_bacc": balanced_accuracy(labels, hits)}
+
+
+def clean_calibration(labels: torch.Tensor, logits: torch.Tensor) -> dict:
+    """The clean row's ECE and NLL, over every test image (robench.pipeline.calibration)."""
+    return calibration(torch.softmax(logits, dim=1), labels)
 
 
 def attack_sweep(
@@ -57,6 +69,7 @@ def attack_sweep(
     device,
     label: str = "",
     precision: str = "fp32",
+    clean_probs: torch.Tensor | None = None,
 ) -> dict[float, dict]:
     """Attack the clean-correct test images at every eps; return the metrics of each eps.
 
@@ -66,12 +79,15 @@ def attack_sweep(
     and eps checks stay fp32. Each eps's metrics carry ``adv_pred``: the prediction on every given
     image after the attack (an image wrong on clean is not attacked and keeps its clean
     prediction), from which every metric of the row can be recomputed and the worst case over
-    attacks is taken per image (robench.report.worst_case).
+    attacks is taken per image (robench.report.worst_case). With ``clean_probs`` (the model's
+    softmax on the given images), each eps's metrics also carry the ECE and NLL of the answers
+    after the attack (robench.pipeline.calibration); a minimal attack's rows have none.
     """
     model.eval()
     correct = (clean_preds == labels).nonzero().flatten()
     adv_preds = {eps: clean_preds.clone() for eps in eps_values}
     minimal = isinstance(attack, MinimalAttack)
+    adv_probs = None if clean_probs is None or minimal else {eps: clean_probs.clone() for eps in eps_values}
     min_eps = torch.zeros(len(labels)) if minimal else None  # a clean-wrong image is fooled at eps 0
     started = time.perf_counter()
     chunks = correct.split(batch_size) if len(correct) else ()  # a model with no correct image has nothing to attack
@@ -85,12 +101,15 @@ def attack_sweep(
             with Answers(model, autocast_on=precision == "bf16" and torch.device(device).type in ("cpu", "cuda")) as answers:
                 for eps, adv in attack.sweep(model, x, y, eps_values):
                     check_perturbation(f"attack {attack.name}", attack.norm, adv, x, eps)
-                    adv_preds[eps][chunk] = answers.predict(adv)
+                    adv_preds[eps][chunk], probs = answers.answer(adv)
+                    if adv_probs is not None:
+                        adv_probs[eps][chunk] = probs
     seconds = time.perf_counter() - started
     n_correct = len(correct)
     records = {} if min_eps is None else {
         "eps_max": attack.eps_max, "min_eps": [None if math.isinf(e) else e for e in min_eps.tolist()]}
-    return {eps: robust_metrics(labels, adv_preds[eps] == labels, n_correct)
+    calibrated = {eps: {} if adv_probs is None else calibration(adv_probs[eps], labels) for eps in eps_values}
+    return {eps: robust_metrics(labels, adv_preds[eps] == labels, n_correct) | calibrated[eps]
             | {"adv_pred": adv_preds[eps].tolist(), "attack_seconds": seconds} | records for eps in eps_values}
 
 

@@ -19,7 +19,7 @@ from robench.core.metrics import accuracy
 from robench.defense import NONE
 from robench.errors import PluginError, one_line
 from robench.pipeline import checkpoints, compute, escalation, features, resume
-from robench.pipeline.evaluate import attack_sweep, clean_metrics, predict
+from robench.pipeline.evaluate import attack_sweep, clean_calibration, clean_metrics, logits_of
 from robench.pipeline.fingerprint import model_key, run_settings
 from robench.pipeline.memory import PeakMemory
 from robench.pipeline.models import create_backbone
@@ -73,11 +73,14 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
         model, train_info = train_model(plan, strategy, seed, prepared, settings=settings)
         test_images, test_labels = test_arrays(prepared)
         with exact_arithmetic():  # the arithmetic of the attacks' own check of what survived
-            clean_preds = predict(model, test_images, config.attack_batch_size, device)
+            clean_logits = logits_of(model, test_images, config.attack_batch_size, device)
+        clean_preds, clean_probs = clean_logits.argmax(1), torch.softmax(clean_logits, dim=1)
         base |= clean_metrics(test_labels, clean_preds) | train_info
+        clean_calibrated = clean_calibration(test_labels, clean_logits)
         if prepared.attacked is not None:
             keep = torch.as_tensor(prepared.attacked)
             test_images, test_labels, clean_preds = test_images[keep], test_labels[keep], clean_preds[keep]
+            clean_probs = clean_probs[keep]
         base |= {"n_attacked": len(test_labels), "attack_clean_acc": accuracy(clean_preds == test_labels)}
     except Exception as exc:  # noqa: BLE001  (a failed cell is recorded, the run goes on)
         if needs_clean:
@@ -92,7 +95,7 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
     if needs_clean:
         yield base | {"attack": CLEAN, "attack_name": CLEAN, "eps": 0.0, "status": "ok", "error": None,
                       "robust_acc": base["clean_acc"], "robust_bacc": base["clean_bacc"],
-                      "clean_pred": clean_preds.tolist()}
+                      "clean_pred": clean_preds.tolist()} | clean_calibrated
     sweeps = {}  # attack label -> eps -> metrics, of the attacks that ran: what escalation starts from
     for attack in attacks:
         cell = base | {"attack": attack.label, "attack_name": attack.plugin.name,
@@ -104,7 +107,7 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
             # sweep, so only the same sweep gives the rows an uninterrupted run would have written.
             metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,
                                    config.attack_batch_size, device, label=f"{strategy.label} {attack.label}",
-                                   precision=attack.precision)
+                                   precision=attack.precision, clean_probs=clean_probs)
         except Exception as exc:  # noqa: BLE001
             for eps in missing_eps(attack.label):
                 yield cell | _failure(exc, "attack", eps=eps)

@@ -14,12 +14,13 @@ import pandas as pd
 
 from robench.core.metrics import eps_label
 from robench.core.names import markdown_table
-from robench.report import minimal_eps
+from robench.report import calibration_page, minimal_eps
 from robench.report.board import Board
 from robench.report.summary import MISSING_CELL
 from robench.report.worst_case import WORST_LABELS
 
 MOST_EPS = 3  # headline eps columns; with more, the smallest, a middle one and the largest
+MOST_COLUMNS = 10  # what a reader takes in at a glance (issue 25); fewer eps columns make room
 LISTED_TIES = 6  # unseparated pairs named one by one; past that, counted
 
 
@@ -43,9 +44,12 @@ def table_of(board: Board, notes: Mapping[str, str]) -> pd.DataFrame:
     columns["strategy"] = list(strategies)
     columns["clean acc"] = [board.cell(s, "clean_acc") for s in strategies]
     columns["balanced acc"] = [board.cell(s, "clean_bacc") for s in strategies]
-    for attack, eps in shown_eps(board.headline):
-        columns[f"{attack}@{eps_label(eps)}"] = [board.robust_cell(s, "robust_acc", attack, eps) for s in strategies]
     minimal = minimal_eps.minimal_attacks(board.frame)
+    ece = [calibration_page.clean_ece(board, s) for s in strategies]
+    if any(cell is not None for cell in ece):
+        columns["clean ECE"] = [cell or MISSING_CELL for cell in ece]
+    for attack, eps in shown_eps(board.headline, MOST_COLUMNS - len(columns) - 2 - bool(minimal)):  # params, flags, eps*
+        columns[f"{attack}@{eps_label(eps)}"] = [board.robust_cell(s, "robust_acc", attack, eps) for s in strategies]
     if minimal:
         columns["median eps* (×255)"] = [_median(board, s, minimal[0]) for s in strategies]
     columns["trainable params"] = [board.params(s) for s in strategies]
@@ -53,11 +57,14 @@ def table_of(board: Board, notes: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def shown_eps(headline: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    """The headline columns the table shows: all of up to three, else the first, a middle one and the last."""
-    if len(headline) <= MOST_EPS:
+def shown_eps(headline: Sequence[tuple[str, float]], room: int = MOST_EPS) -> list[tuple[str, float]]:
+    """The headline columns the table shows: all of up to three (or ``room``, at least one), else the
+    smallest, a middle one and the largest eps (with room for two, the smallest and the largest)."""
+    most = max(1, min(MOST_EPS, room))
+    if len(headline) <= most:
         return list(headline)
-    return [headline[0], headline[len(headline) // 2], headline[-1]]
+    picked = [headline[0], headline[len(headline) // 2], headline[-1]]
+    return picked if most == 3 else [headline[0], headline[-1]] if most == 2 else [headline[0]]
 
 
 def paragraph(board: Board) -> str:

@@ -71,6 +71,9 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
         _stats(models, MODEL_METRICS),
         _stats(cells[cell_keys + list(CELL_METRICS)], CELL_METRICS),
     ]
+    if {"ece", "nll"} <= set(ok.columns):  # the clean row's calibration, a model metric as "clean_ece", "clean_nll"
+        clean = ok[ok["attack"] == CLEAN].drop_duplicates(cell_keys, keep="last").assign(eps=math.nan)
+        parts.append(_stats(clean.rename(columns={"ece": "clean_ece", "nll": "clean_nll"}), ("clean_ece", "clean_nll")))
     return pd.concat(parts, ignore_index=True)
 
 def _stats(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:

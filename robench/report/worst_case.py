@@ -81,6 +81,7 @@ def worst_case_rows(frame: pd.DataFrame, labels) -> pd.DataFrame:
             "attack": label, "attack_name": label, "attack_family": None, "attack_black_box": None,
             "attack_norm": norm, "attack_seconds": float(group["attack_seconds"].sum()),
             "adv_pred": worst_pred.tolist(),
+            "ece": None, "nll": None,  # per image a different attack's answer: no one model output to calibrate
         })
     return pd.DataFrame(rows, columns=frame.columns) if rows else frame.iloc[0:0]
 
