@@ -42,3 +42,7 @@ def test_no_separation_is_said_as_such_and_more_than_three_eps_show_three():
     columns = [("worst case", e) for e in (0.01, 0.02, 0.03, 0.04, 0.05)]
     assert headline.shown_eps(columns) == [columns[0], columns[2], columns[4]]
     assert headline.shown_eps(columns[:3]) == columns[:3]
+    # with less room (the clean ECE column and a minimal attack's median eps* take two), fewer eps
+    assert headline.shown_eps(columns, room=2) == [columns[0], columns[4]]
+    assert headline.shown_eps(columns, room=0) == [columns[0]]
+    assert headline.shown_eps(columns[:2], room=2) == columns[:2]
