@@ -129,7 +129,7 @@ def test_presets_name_prints_the_file_to_copy(capsys, tmp_path, monkeypatch):
     ("text", "message"),
     [
         ("epochs = ", "is not valid TOML"),
-        ("epoch = 3", "unknown key 'epoch' (did you mean epochs?); valid keys: dataset, data_dir"),
+        ("epoch = 3", "unknown key 'epoch' (did you mean epochs?); valid keys: model, dataset, data_dir"),
         ("config = 'other.toml'", "unknown key 'config'"),
         ("[run]\nepochs = 3", "unknown key 'run'"),
         ('epochs = "3"', "key 'epochs' must be a whole number, got '3'"),

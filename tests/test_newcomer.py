@@ -18,7 +18,7 @@ from tests.test_cli import FAST, run_cli
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--strategies", "fulll"], "unknown strategy 'fulll': did you mean full? valid strategies: full, linear_probe"),
+    (["--strategies", "fulll"], "unknown strategy 'fulll': did you mean full? valid strategies: full, given, linear_probe"),
     (["--attacks", "PGD"], "unknown attack 'PGD': did you mean pgd? valid attacks:"),
     (["--defenses", "TRADES"], "unknown defense 'TRADES': did you mean trades? valid defenses:"),
     (["--backbone", "vit_tiny"], "unknown backbone 'vit_tiny': did you mean vit_tiny_patch16_224, vit_tiny_patch16_384"),

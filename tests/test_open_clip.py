@@ -41,7 +41,7 @@ def test_prefix_picks_the_provider_and_timm_stays_the_default():
     assert parse_backbone("vit_tiny_patch16_224") == ("timm", "vit_tiny_patch16_224")
     assert parse_backbone("timm:vit_tiny_patch16_224") == ("timm", "vit_tiny_patch16_224")
     assert parse_backbone("hf-hub:timm/vit_tiny_patch16_224") == ("timm", "hf-hub:timm/vit_tiny_patch16_224")
-    with pytest.raises(PluginError, match="unknown backbone 'open_clp'.*did you mean open_clip.*valid backbones: open_clip, timm"):
+    with pytest.raises(PluginError, match="unknown backbone 'open_clp'.*did you mean open_clip.*valid backbones: module, open_clip, timm"):
         parse_backbone("open_clp:ViT-B-16")
 
 
