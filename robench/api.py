@@ -83,7 +83,7 @@ def run(*, config: str | Path | None = None, preset: str | None = None, dataset:
         out: str | Path | None = None, name: str | None = None, leaderboard_dir: str | Path | None = None,
         force: bool = False, format: str | Sequence[str] | None = None, reference: str | None = None,
         quiet: bool = False, log_json: str | Path | None = None, threads: int | None = None,
-        model: str | Path | None = None) -> Results:
+        model: str | Path | None = None, track: str | None = None) -> Results:
     """Run a benchmark, as ``robench run`` does with the same options: ``robench.run(dataset="synthetic",
     strategies="full,linear_probe", attacks=["fgsm", "pgd:steps=5"], eps=[0.01, 0.02], seeds=[0, 1])``.
 
@@ -98,6 +98,7 @@ def run(*, config: str | Path | None = None, preset: str | None = None, dataset:
     - ``out``: the run folder (default ``runs/<name>``); one holding an earlier run of the same settings is resumed.
     - ``model``: a checkpoint of ``backbone`` trained elsewhere, attacked instead of training (``robench eval``);
       for a model object, use :func:`benchmark`.
+    - ``track="mlflow"``: also log the finished run to MLflow (robench.report.mlflow_tracking).
 
     Failed cells do not raise: they are in ``Results.failed``. Bad input raises
     robench.errors.RobenchError with one line saying what to change.

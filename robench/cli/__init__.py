@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"list": cmd_list, "run": cmd_run, "presets": cmd_presets, "leaderboard": cmd_leaderboard,
                 "plot": cmd_plot, "download": cmd_download, "site": cmd_site, "cache": cmd_cache,
-                "new": cmd_new}
+                "new": cmd_new, "track": cmd_track}
     try:
         if getattr(args, "name", None) is not None:  # run, leaderboard, plot: a name, never a path
             check_name(args.name, "--name")
@@ -137,6 +137,13 @@ def cmd_site(args, argv) -> int:
     from robench.report import site
 
     print(site.write(args.run_dirs, args.to))
+    return 0
+
+
+def cmd_track(args, argv) -> int:
+    from robench.report import mlflow_tracking
+
+    print(mlflow_tracking.describe(mlflow_tracking.track(args.run_dir, args.to)))
     return 0
 
 

@@ -13,6 +13,8 @@ from robench.cli.help_text import EXAMPLES, RUN_EXAMPLES, AddsUp, Parser
 
 DEFAULT_BACKBONE = "vit_base_patch16_224"
 PUBLISH_HELP = "also publish the page as DIR/<name>.md, e.g. leaderboards (default: only the run folder's leaderboard.md)"
+TRACK_HELP = ("at the end, also log the run's settings, every cell's numbers and the page to MLflow (pip install "
+              "mlflow-skinny): the store MLFLOW_TRACKING_URI names, else MLflow's default; robench/report/mlflow_tracking.py")
 FORCE_HELP = "replace a page in --leaderboard-dir that was made from other runs (refused without it)"
 FORMAT_HELP = "md (the page, always written), csv, json: md,csv,json also writes the page's table as .csv and .json beside it"
 KINDS = ("strategy", "attack", "defense", "dataset", "backbone")
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", default="md", help=FORMAT_HELP)
     run.add_argument("--reference", metavar="STRATEGY",
                      help="the strategy the page's paired tests compare every other with (default: each column's best)")
+    run.add_argument("--track", metavar="mlflow", help=TRACK_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
     run.add_argument("--log-json", type=Path, metavar="FILE",
                      help="also append the run's progress as JSON events to FILE, one object per line (with --quiet too)")
@@ -126,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the --out folder of a robench run; several comparable runs make one table (as `robench leaderboard`)")
     site.add_argument("--to", type=Path, required=True, metavar="DIR", help="folder for index.html and its files (created if missing)")
     site.set_defaults(handler="site")
+
+    track = commands.add_parser("track", help="log a run's settings, numbers and page to MLflow (what run --track mlflow does at its end)")
+    track.add_argument("run_dir", type=Path, metavar="RUN", help="the --out folder of a run")
+    track.add_argument("--to", default="mlflow", metavar="mlflow", help="the tracker: mlflow (default)")
+    track.set_defaults(handler="track")
 
     data_cmd = commands.add_parser("data", help="get datasets").add_subparsers(dest="data_command", required=True)
     download = data_cmd.add_parser("download", help="download a dataset release, checksum-verified and resumable")

@@ -113,6 +113,7 @@ def config_from_args(args, argv):
         escalation=parse_escalation(args.escalation),
         tune=None if args.tune is None else parse_tune(args.tune),
         tune_budget=parse_budget(args.tune_budget),
+        track=args.track,
         device=args.device,
         train_precision=args.train_precision,
         attack_precision=args.attack_precision,

@@ -76,6 +76,7 @@ class RunConfig:
     formats: tuple[str, ...] = ("md",)  # the page, and its table as "csv" and "json" (robench.report.export)
     tune: dict | None = None  # --tune: recipe field -> its range, or None for the strategy's (robench.pipeline.tuning)
     tune_budget: Budget = DEFAULT_BUDGET  # what each strategy's search may spend
+    track: str | None = None  # --track mlflow: the finished run logged there too (robench.report.mlflow_tracking)
     # The plugin of ``dataset`` where the CLI already resolved it (for its defaults): not resolved twice.
     dataset_plugin: Dataset | None = field(default=None, compare=False, repr=False)
 
@@ -137,6 +138,10 @@ def plan(config: RunConfig) -> Plan:
     defenses = plan_defenses(registry, config.defenses)
     strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
     _refuse_training_options(strategies, config)
+    if config.track is not None:
+        from robench.report import mlflow_tracking
+
+        mlflow_tracking.check(config.track)
     if config.tune:
         check_tuning(strategies, config.tune)
     if config.reference is not None and config.reference not in [p.label for p in strategies]:

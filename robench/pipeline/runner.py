@@ -50,7 +50,21 @@ def run(config: RunConfig) -> tuple[Path, list[dict]]:
         if config.leaderboard_dir is not None:  # a file or a read-only mount is found now, not after the training
             writable_folder(config.leaderboard_dir, "--leaderboard-dir")
         with resume.exclusive(config.out, made), numerics(), threads.using(config.threads):
-            return _run_grid(planned, executor, log)
+            path, failed = _run_grid(planned, executor, log)
+    if config.track is not None:
+        track(config.out)
+    return path, failed
+
+
+def track(out: Path) -> None:
+    """Log the finished run to MLflow (--track mlflow); a failure there keeps the results and says how
+    to log them later."""
+    from robench.report import mlflow_tracking
+
+    try:
+        progress.say(f"tracked: {mlflow_tracking.describe(mlflow_tracking.track(out))}")
+    except RobenchError as error:
+        raise RobenchError(f"{error}; the results are kept in {out}: log them later with robench track {out}") from None
 
 
 def _run_grid(planned: Plan, executor, log: progress.RunLog) -> tuple[Path, list[dict]]:

@@ -1,0 +1,72 @@
+"""--track mlflow against a real local MLflow store (SQLite, MLflow's default, and the file store
+the issue names): the run's numbers are found by mlflow.search_runs and equal results.jsonl's, a
+second logging replaces the first, and a tracker or store that cannot work fails before training."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from robench.core.results import read_frame
+from tests.test_cli import FAST, run_cli
+
+mlflow = pytest.importorskip("mlflow", reason="MLflow is not installed: pip install mlflow-skinny (CI installs it)")
+
+RUN = [*FAST, "--epochs", "1", "--strategies", "full,linear_probe", "--attacks", "fgsm,pgd", "--eps", "0.02",
+       "--escalation", "off", "--track", "mlflow"]
+
+
+@pytest.fixture(params=["sqlite", "file"])
+def store(request, tmp_path, monkeypatch):
+    """A fresh MLflow store named by MLFLOW_TRACKING_URI, as a user would name it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else f"file:{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    if request.param == "file":  # MLflow 3 keeps its file store only on request
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder (./mlruns) lands here
+    return uri
+
+
+def test_a_tracked_runs_robust_accuracies_are_found_by_search_runs_and_equal_the_results(capsys, tmp_path, store):
+    code, out, _ = run_cli(capsys, "run", *RUN, "--out", str(tmp_path / "r"))
+    assert code == 0
+    models = mlflow.search_runs(experiment_names=["robench"], filter_string="params.seed = '0'")
+    assert sorted(models["params.strategy"]) == ["full", "linear_probe"]
+    rows = read_frame(tmp_path / "r")
+    for strategy in ("full", "linear_probe"):
+        logged = models[models["params.strategy"] == strategy].iloc[0]
+        for attack in ("fgsm", "pgd"):
+            row = rows[(rows["strategy"] == strategy) & (rows["attack"] == attack)].iloc[0]
+            assert logged[f"metrics.robust_acc/{attack}/0.02"] == pytest.approx(row["robust_acc"])
+        clean = rows[(rows["strategy"] == strategy) & (rows["attack"] == "none")].iloc[0]
+        assert logged["metrics.clean_acc"] == pytest.approx(clean["clean_acc"])
+        assert logged["metrics.clean_ece"] == pytest.approx(clean["ece"])
+        worst = logged["metrics.robust_acc/worst case/0.02"]  # the worst case is never above either attack
+        assert worst <= min(logged["metrics.robust_acc/fgsm/0.02"], logged["metrics.robust_acc/pgd/0.02"]) + 1e-9
+    parents = mlflow.search_runs(experiment_names=["robench"], filter_string="attributes.run_name = 'r'")
+    assert len(parents) == 1 and parents.iloc[0]["params.eps"] == "0.02"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parents.iloc[0]["run_id"])}
+    assert {"leaderboard.md", "config.json", "results.jsonl"} <= artifacts
+
+    # logging the same run folder again (as a resumed run does) replaces it: each run is in the store once
+    code, out, _ = run_cli(capsys, "track", str(tmp_path / "r"))
+    assert code == 0 and out.startswith("MLflow run ")
+    assert len(mlflow.search_runs(experiment_names=["robench"])) == 3  # the run and its two models
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("wandb", "--track 'wandb' is not a tracker robench logs to: give one of mlflow"),
+    ("missing", "--track mlflow needs MLflow, which is not installed: pip install mlflow-skinny"),
+    ("refused store", "MLflow (file:"),
+])
+def test_a_tracker_that_cannot_work_is_one_line_before_training(capsys, tmp_path, monkeypatch, setup, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 refuses its file store without it
+    argv = [arg if arg != "mlflow" else ("wandb" if setup == "wandb" else arg) for arg in RUN]
+    if setup == "missing":
+        monkeypatch.setitem(sys.modules, "mlflow", None)  # Python's own way to make a package unimportable
+    code, _, err = run_cli(capsys, "run", *argv, "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "r" / "results.jsonl").exists()
