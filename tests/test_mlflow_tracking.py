@@ -17,23 +17,40 @@ RUN = [*FAST, "--epochs", "1", "--strategies", "full,linear_probe", "--attacks",
        "--escalation", "off", "--track", "mlflow"]
 
 
-@pytest.fixture(params=["sqlite", "file"])
-def store(request, tmp_path, monkeypatch):
+def use_store(monkeypatch, tmp_path, kind: str) -> None:
     """A fresh MLflow store named by MLFLOW_TRACKING_URI, as a user would name it."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else f"file:{tmp_path / 'mlruns'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if kind == "sqlite" else f"file:{tmp_path / 'mlruns'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    if request.param == "file":  # MLflow 3 keeps its file store only on request
+    if kind == "file":  # MLflow 3 keeps its file store only on request
         monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    tmp_path.mkdir(exist_ok=True)
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder (./mlruns) lands here
-    return uri
 
 
-def test_a_tracked_runs_robust_accuracies_are_found_by_search_runs_and_equal_the_results(capsys, tmp_path, store):
+@pytest.mark.slow  # a whole run and three loggings, about 12 s
+def test_a_tracked_runs_robust_accuracies_are_found_by_search_runs_and_equal_the_results(capsys, tmp_path, monkeypatch):
+    use_store(monkeypatch, tmp_path / "sqlite", "sqlite")
     code, out, _ = run_cli(capsys, "run", *RUN, "--out", str(tmp_path / "r"))
     assert code == 0
+    check_logged(tmp_path / "r")
+
+    # logging the same run folder again (as a resumed run does) replaces it: each run is in the store once
+    code, out, _ = run_cli(capsys, "track", str(tmp_path / "r"))
+    assert code == 0 and out.startswith("MLflow run ")
+    assert len(mlflow.search_runs(experiment_names=["robench"])) == 3  # the run and its two models
+
+    # the file store the issue names (MLflow 3 keeps it on request) holds the same
+    use_store(monkeypatch, tmp_path / "file", "file")
+    code, out, _ = run_cli(capsys, "track", str(tmp_path / "r"))
+    assert code == 0 and "file:" in out
+    check_logged(tmp_path / "r")
+
+
+def check_logged(run_dir):
+    """The store's runs of ``run_dir`` hold what its results.jsonl holds."""
     models = mlflow.search_runs(experiment_names=["robench"], filter_string="params.seed = '0'")
     assert sorted(models["params.strategy"]) == ["full", "linear_probe"]
-    rows = read_frame(tmp_path / "r")
+    rows = read_frame(run_dir)
     for strategy in ("full", "linear_probe"):
         logged = models[models["params.strategy"] == strategy].iloc[0]
         for attack in ("fgsm", "pgd"):
@@ -44,15 +61,10 @@ def test_a_tracked_runs_robust_accuracies_are_found_by_search_runs_and_equal_the
         assert logged["metrics.clean_ece"] == pytest.approx(clean["ece"])
         worst = logged["metrics.robust_acc/worst case/0.02"]  # the worst case is never above either attack
         assert worst <= min(logged["metrics.robust_acc/fgsm/0.02"], logged["metrics.robust_acc/pgd/0.02"]) + 1e-9
-    parents = mlflow.search_runs(experiment_names=["robench"], filter_string="attributes.run_name = 'r'")
+    parents = mlflow.search_runs(experiment_names=["robench"], filter_string=f"attributes.run_name = '{run_dir.name}'")
     assert len(parents) == 1 and parents.iloc[0]["params.eps"] == "0.02"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parents.iloc[0]["run_id"])}
     assert {"leaderboard.md", "config.json", "results.jsonl"} <= artifacts
-
-    # logging the same run folder again (as a resumed run does) replaces it: each run is in the store once
-    code, out, _ = run_cli(capsys, "track", str(tmp_path / "r"))
-    assert code == 0 and out.startswith("MLflow run ")
-    assert len(mlflow.search_runs(experiment_names=["robench"])) == 3  # the run and its two models
 
 
 @pytest.mark.parametrize(("setup", "message"), [

@@ -268,10 +268,11 @@ def _builtin(name):
 
 @pytest.mark.parametrize(("change", "message"), [
     (["--split-seed", "1"], "holds results with --split-seed 0, this command has 1"),
-    (["--subset", "300"], "holds results with --subset 200, this command has 300"),
-    (["--image-size", "48"], "holds results with --image-size 32, this command has 48"),
+    # each case a whole run (about 10 s): one in the default tests, the others with -m slow
+    pytest.param(["--subset", "300"], "holds results with --subset 200, this command has 300", marks=pytest.mark.slow),
+    pytest.param(["--image-size", "48"], "holds results with --image-size 32, this command has 48", marks=pytest.mark.slow),
     (["--epochs", "3"], "holds results of strategy 'linear_probe' trained with another recipe (epochs 2 -> 3"),
-    (["--lr", "0.5"], "(lr 0.014 -> 0.5;"),
+    pytest.param(["--lr", "0.5"], "(lr 0.014 -> 0.5;", marks=pytest.mark.slow),
 ])
 def test_resuming_with_incomparable_settings_refuses_in_one_line(capsys, tmp_path, change, message):
     argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
