@@ -101,6 +101,7 @@ ROW_FIELDS = (
     "node",  # the machine that computed the row: its host name, and on Ray the node (robench.pipeline.executors)
     *MODEL_METRICS,
     *CELL_METRICS,
+    "reliability",  # the clean row's reliability diagram: per confidence bin its count, accuracy and mean confidence
     *RECORD_FIELDS,
     # outcome
     "status",  # "ok" or "failed"

@@ -83,6 +83,8 @@ ROW = {
     **dict.fromkeys(("acc_on_correct", "attack_success_rate"), OVER_CORRECT),
     "eps_max": Within(0, math.inf, null=True),
     "ece": Within(0, 1, null=True), "nll": Within(0, math.inf, null=True),
+    "reliability": ({"counts": Required([int]), "accuracy": Required([_NUMBER_OR_NULL]),
+                     "confidence": Required([_NUMBER_OR_NULL])}, None),
     "clean_pred": ([int], None), "adv_pred": ([int], None), "min_eps": ([_NUMBER_OR_NULL], None),
 }
 RECORDS = ("clean_pred", "adv_pred", "min_eps")  # per-image lists, in config.json's attacked order

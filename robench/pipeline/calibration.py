@@ -6,6 +6,8 @@ cell gets both numbers, from the softmax probabilities of the model's final answ
 - ECE: top-label expected calibration error over 15 equal-width confidence bins (Guo et al. 2017,
   "On Calibration of Modern Neural Networks"), computed by torchmetrics;
 - NLL: the mean of -log p(true class), natural log.
+A model's clean row also keeps its reliability diagram (``reliability``): per confidence bin the
+image count, the accuracy and the mean confidence, from which the page draws it and the ECE follows.
 """
 
 from __future__ import annotations
@@ -25,3 +27,16 @@ def calibration(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     ece = multiclass_calibration_error(probs, labels, num_classes=probs.shape[1], n_bins=BINS, norm="l1")
     true = probs.gather(1, labels[:, None]).squeeze(1)
     return {"ece": float(ece), "nll": float(-torch.log(true.clamp_min(torch.finfo(torch.float32).tiny)).mean())}
+
+
+def reliability(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The reliability diagram of the answers: per equal-width bin of top-label confidence (lower edge
+    excluded, as torchmetrics bins), the image count, accuracy and mean confidence (None where empty).
+    Its count-weighted |accuracy - confidence| is the ECE."""
+    confidence, predicted = probs.float().cpu().max(1)
+    correct = (predicted == labels.long().cpu()).float()
+    bins = torch.clamp(torch.ceil(confidence * BINS).long() - 1, 0, BINS - 1)  # (k/B, (k+1)/B] -> k
+    counts = torch.bincount(bins, minlength=BINS)
+    hits, sure = torch.zeros(BINS).index_add_(0, bins, correct), torch.zeros(BINS).index_add_(0, bins, confidence)
+    mean = [None if n == 0 else float(v / n) for v, n in zip(hits, counts)], [None if n == 0 else float(v / n) for v, n in zip(sure, counts)]
+    return {"counts": counts.tolist(), "accuracy": mean[0], "confidence": mean[1]}

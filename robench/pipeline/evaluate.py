@@ -25,7 +25,7 @@ from robench.attack import (
 from robench.core.metrics import accuracy, balanced_accuracy, robust_metrics
 from robench.core.progress import progress
 from robench.pipeline.answers import Answers
-from robench.pipeline.calibration import calibration
+from robench.pipeline.calibration import calibration, reliability
 from robench.pipeline.compute import autocast
 from robench.pipeline.train import to_pixels
 
@@ -54,8 +54,9 @@ def clean_metrics(labels: torch.Tensor, preds: torch.Tensor) -> dict:
 
 
 def clean_calibration(labels: torch.Tensor, logits: torch.Tensor) -> dict:
-    """The clean row's ECE and NLL, over every test image (robench.pipeline.calibration)."""
-    return calibration(torch.softmax(logits, dim=1), labels)
+    """The clean row's ECE, NLL and reliability diagram, over every test image (robench.pipeline.calibration)."""
+    probs = torch.softmax(logits, dim=1)
+    return calibration(probs, labels) | {"reliability": reliability(probs, labels) if len(labels) else None}
 
 
 def attack_sweep(

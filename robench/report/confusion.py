@@ -9,17 +9,14 @@ from the rows' per-image records.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robench.core.metrics import eps_label
-
-DPI = 120
+from robench.report.panels import panel_grid
 
 
 def matrix(frame: pd.DataFrame, labels, n_classes: int, strategy: str, attack: str, eps: float) -> np.ndarray | None:
@@ -42,12 +39,8 @@ def figure(frame: pd.DataFrame, labels, classes: Sequence[str], strategies: Sequ
     mats = {s: m for s in strategies if (m := matrix(frame, labels, len(classes), s, attack, eps)) is not None}
     if not mats:
         return None
-    cols = min(3, len(mats))
-    rows = math.ceil(len(mats) / cols)
-    fig = Figure(figsize=(4.2 * cols, 4 * rows + 0.6), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    for index, (strategy, counts) in enumerate(mats.items()):
-        ax = fig.add_subplot(rows, cols, index + 1)
+    fig, axes = panel_grid(len(mats), 4.2, 4)
+    for ax, (strategy, counts) in zip(axes, mats.items()):
         ax.imshow(counts, cmap="Blues")
         ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(len(classes)), classes, fontsize=7)

@@ -269,9 +269,9 @@ def tuning_line(record: dict | None) -> str | None:
 
 def _plots_section(plots: Sequence[tuple[str, str]]) -> str:
     """Each PNG embedded by a link relative to the page, which is written next to them."""
-    images = "\n\n".join(f"![{_alt(attack)}: accuracy vs eps]({quote(file)})" if attack != "confusion" else
-                         f"Confusion matrices under the first attack column at its smallest eps (true class × "
-                         f"prediction after the attack, counts over seeds):\n\n![confusion under attack]({quote(file)})"
+    from robench.report.plots import CAPTIONS  # loaded already: the plots were drawn
+
+    images = "\n\n".join(CAPTIONS.get(attack, "").format(file=quote(file)) or f"![{_alt(attack)}: accuracy vs eps]({quote(file)})"
                          for attack, file in plots)
     return (
         "## Accuracy vs eps\n\n"

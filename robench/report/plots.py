@@ -33,7 +33,7 @@ from robench.attack import CLEAN
 from robench.core.atomic import replacing
 from robench.core.metrics import eps_label
 from robench.core.names import file_in
-from robench.report import confusion, minimal_eps
+from robench.report import confusion, minimal_eps, reliability
 from robench.report.merge import board_frame, page_name
 from robench.report.summary import (
     DEFAULT_PROTOCOL,
@@ -50,6 +50,15 @@ from robench.report.worst_case import WORST_LABELS, norm_of
 DPI = 120
 CONFUSION = "confusion"  # the first element of the confusion plot's pair in write_plots' result
 CONFUSION_KEY = "\0confusion"  # its file's key among the attacks' (no attack label holds a NUL): <name>-confusion.png
+RELIABILITY = "reliability"  # the reliability figure's pair (robench.report.reliability)
+RELIABILITY_KEY = "\0reliability"  # <name>-reliability.png
+CAPTIONS = {  # the page's text for the figures that are not an attack's curve (robench.report.leaderboard)
+    CONFUSION: "Confusion matrices under the first attack column at its smallest eps (true class × prediction after "
+               "the attack, counts over seeds):\n\n![confusion under attack]({file})",
+    RELIABILITY: "Reliability diagrams on the clean test images (accuracy per confidence bin against the diagonal of "
+                 "perfect calibration, the images of every seed pooled; the Calibration section has the ECE):\n\n"
+                 "![reliability on clean images]({file})",
+}
 Y_LABELS = {"all": "robust accuracy, all test images (%)", "correct": "accuracy on clean-correct images (%)"}
 SYMBOLS = {"Linf": "L∞", "L2": "L2"}  # how an axis names a norm (robench.attack.NORMS)
 
@@ -180,7 +189,7 @@ def _write_plots(runs, out_dirs, name) -> list[tuple[str, str]]:
     attacks = list(dict.fromkeys(attack for attack, _ in columns))
     clean = _clean_accuracies(summary)
     majority = summary.loc[summary["metric"] == "majority_acc", "mean"]
-    written, files = [], file_names(name, [*attacks, CONFUSION_KEY])
+    written, files = [], file_names(name, [*attacks, CONFUSION_KEY, RELIABILITY_KEY])
     for attack in attacks:
         fig = figure(curves(summary, attack, protocol), strategies, attack, protocol_name, config, clean,
                      majority=float(majority.iloc[0]) if len(majority) else None,
@@ -188,6 +197,9 @@ def _write_plots(runs, out_dirs, name) -> list[tuple[str, str]]:
         _save(fig, files[attack], out_dirs)
         written.append((attack, files[attack]))
     written.extend(_confusion_plot(frame, config, strategies, attacks, files[CONFUSION_KEY], out_dirs))
+    if (fig := reliability.figure(frame, strategies, _subject(config))) is not None:
+        _save(fig, files[RELIABILITY_KEY], out_dirs)
+        written.append((RELIABILITY, files[RELIABILITY_KEY]))
     return written
 
 
