@@ -82,3 +82,15 @@ def test_a_tracker_that_cannot_work_is_one_line_before_training(capsys, tmp_path
     code, _, err = run_cli(capsys, "run", *argv, "--out", str(tmp_path / "r"))
     assert code == 2 and err.count("\n") == 1 and message in err
     assert not (tmp_path / "r" / "results.jsonl").exists()
+
+
+def test_tracking_a_folder_that_holds_no_run_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    code, _, err = run_cli(capsys, "track", str(tmp_path / "nowhere"))
+    assert code == 2 and err == f"robench: error: run directory {tmp_path / 'nowhere'} not found: pass the --out folder of a robench run\n"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    code, _, err = run_cli(capsys, "track", str(tmp_path / "empty"))
+    assert code == 2 and err.count("\n") == 1 and "nothing to log" in err
+    assert not (tmp_path / "mlflow.db").exists()  # refused before MLflow opened a store

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from robench.attack import CLEAN
 from robench.core.metrics import eps_label
+from robench.core.results import RESULTS_FILE, run_folder
 from robench.errors import RobenchError
 
 TRACKERS = ("mlflow",)
@@ -63,8 +64,10 @@ def track(run_dir: Path, tracker: str = "mlflow") -> str:
     the MLflow run id."""
     from robench.report.merge import board_frame
 
-    run_dir = Path(run_dir).resolve()
-    frame, config = board_frame([run_dir])  # a folder without results fails here, before MLflow loads
+    run_dir = run_folder(run_dir).resolve()  # a folder that is no run fails here, before MLflow loads
+    frame, config = board_frame([run_dir])
+    if frame.empty:
+        raise RobenchError(f"no results in {run_dir / RESULTS_FILE}: nothing to log; run `robench run --out {run_dir}` first")
     check(tracker)
     fingerprint = hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
     tags = {RUN_TAG: fingerprint, "robench.run_dir": str(run_dir), "robench.command": config.get("command", ""),
