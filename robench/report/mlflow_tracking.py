@@ -74,8 +74,7 @@ def track(run_dir: Path, tracker: str = "mlflow") -> str:
             "robench.version": config.get("robench_version", "")}
     with _mlflow() as mlflow:
         experiment = _experiment(mlflow)
-        for earlier in mlflow.search_runs([experiment], f"tags.`{RUN_TAG}` = '{fingerprint}'", output_format="list"):
-            mlflow.MlflowClient().delete_run(earlier.info.run_id)
+        earlier = mlflow.search_runs([experiment], f"tags.`{RUN_TAG}` = '{fingerprint}'", output_format="list")
         ok = frame[frame["status"] == "ok"]
         with mlflow.start_run(experiment_id=experiment, run_name=config.get("name"), tags=tags) as parent:
             mlflow.log_params(settings(config))
@@ -88,6 +87,8 @@ def track(run_dir: Path, tracker: str = "mlflow") -> str:
             for path in sorted(run_dir.iterdir()):
                 if path.is_file() and path.suffix in (".md", ".json", ".jsonl", ".png", ".csv"):
                     mlflow.log_artifact(str(path))
+        for run in earlier:  # only once the new copy is whole: a failure above leaves the earlier one
+            mlflow.MlflowClient().delete_run(run.info.run_id)
         return parent.info.run_id
 
 
