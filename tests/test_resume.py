@@ -268,7 +268,7 @@ def _builtin(name):
 
 @pytest.mark.parametrize(("change", "message"), [
     (["--split-seed", "1"], "holds results with --split-seed 0, this command has 1"),
-    # each case a whole run (about 10 s): one in the default tests, the others with -m slow
+    # each case a whole run (about 10 s): two in the default tests, the others with -m slow
     pytest.param(["--subset", "300"], "holds results with --subset 200, this command has 300", marks=pytest.mark.slow),
     pytest.param(["--image-size", "48"], "holds results with --image-size 32, this command has 48", marks=pytest.mark.slow),
     (["--epochs", "3"], "holds results of strategy 'linear_probe' trained with another recipe (epochs 2 -> 3"),

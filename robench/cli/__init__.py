@@ -143,7 +143,7 @@ def cmd_site(args, argv) -> int:
 def cmd_track(args, argv) -> int:
     from robench.report import mlflow_tracking
 
-    print(mlflow_tracking.describe(mlflow_tracking.track(args.run_dir, args.to)))
+    print(mlflow_tracking.track(args.run_dir, args.to))
     return 0
 
 

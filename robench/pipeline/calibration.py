@@ -29,14 +29,19 @@ def calibration(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"ece": float(ece), "nll": float(-torch.log(true.clamp_min(torch.finfo(torch.float32).tiny)).mean())}
 
 
-def reliability(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+def reliability(probs: torch.Tensor, labels: torch.Tensor) -> dict | None:
     """The reliability diagram of the answers: per equal-width bin of top-label confidence (lower edge
     excluded, as torchmetrics bins), the image count, accuracy and mean confidence (None where empty).
-    Its count-weighted |accuracy - confidence| is the ECE."""
+    Its count-weighted |accuracy - confidence| is the ECE. None with no image."""
+    if len(labels) == 0:
+        return None
     confidence, predicted = probs.float().cpu().max(1)
     correct = (predicted == labels.long().cpu()).float()
     bins = torch.clamp(torch.ceil(confidence * BINS).long() - 1, 0, BINS - 1)  # (k/B, (k+1)/B] -> k
     counts = torch.bincount(bins, minlength=BINS)
-    hits, sure = torch.zeros(BINS).index_add_(0, bins, correct), torch.zeros(BINS).index_add_(0, bins, confidence)
-    mean = [None if n == 0 else float(v / n) for v, n in zip(hits, counts)], [None if n == 0 else float(v / n) for v, n in zip(sure, counts)]
-    return {"counts": counts.tolist(), "accuracy": mean[0], "confidence": mean[1]}
+
+    def mean(values: torch.Tensor) -> list[float | None]:
+        sums = torch.zeros(BINS).index_add_(0, bins, values)
+        return [None if n == 0 else float(total / n) for total, n in zip(sums, counts)]
+
+    return {"counts": counts.tolist(), "accuracy": mean(correct), "confidence": mean(confidence)}

@@ -56,7 +56,7 @@ def clean_metrics(labels: torch.Tensor, preds: torch.Tensor) -> dict:
 def clean_calibration(labels: torch.Tensor, logits: torch.Tensor) -> dict:
     """The clean row's ECE, NLL and reliability diagram, over every test image (robench.pipeline.calibration)."""
     probs = torch.softmax(logits, dim=1)
-    return calibration(probs, labels) | {"reliability": reliability(probs, labels) if len(labels) else None}
+    return calibration(probs, labels) | {"reliability": reliability(probs, labels)}
 
 
 def attack_sweep(

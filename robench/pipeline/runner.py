@@ -62,7 +62,7 @@ def track(out: Path) -> None:
     from robench.report import mlflow_tracking
 
     try:
-        progress.say(f"tracked: {mlflow_tracking.describe(mlflow_tracking.track(out))}")
+        progress.say(f"tracked: {mlflow_tracking.track(out)}")
     except RobenchError as error:
         raise RobenchError(f"{error}; the results are kept in {out}: log them later with robench track {out}") from None
 

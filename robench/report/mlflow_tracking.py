@@ -27,7 +27,7 @@ from pathlib import Path
 
 from robench.attack import CLEAN
 from robench.core.metrics import eps_label
-from robench.core.results import RESULTS_FILE, run_folder
+from robench.core.results import CELL_METRICS, MODEL_METRICS, RESULTS_FILE, run_folder
 from robench.errors import RobenchError
 
 TRACKERS = ("mlflow",)
@@ -37,12 +37,9 @@ DEFAULT_EXPERIMENT = "robench"
 RUN_TAG = "robench.run"  # the run folder's fingerprint: how a later logging of it finds the earlier one
 SKIPPED_SETTINGS = ("attacked", "comparable")  # per-image ids, and a copy of the settings above them
 MAX_PARAM = 500  # characters: the limit of older MLflow servers (newer take 6000); config.json has all
-# A clean row's, logged as they are but ece and nll as clean_ece and clean_nll: in MLflow's file store a
-# key is a file, and "ece" would be the folder of "ece/pgd/0.02" too.
-MODEL_METRICS = ("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "trainable_params", "epochs",
-                 "best_epoch", "train_seconds", "ece", "nll")
+# A clean row's metrics, named as they are but ece and nll as clean_ece and clean_nll: in MLflow's file
+# store a key is a file, and "ece" would be the folder of "ece/pgd/0.02" too.
 CLEAN_NAMES = {"ece": "clean_ece", "nll": "clean_nll"}
-CELL_METRICS = ("robust_acc", "robust_bacc", "acc_on_correct", "attack_success_rate", "ece", "nll")
 MODEL_PARAMS = ("strategy", "strategy_name", "defense", "defense_name", "seed")
 
 
@@ -61,7 +58,7 @@ def check(tracker: str) -> None:
 
 def track(run_dir: Path, tracker: str = "mlflow") -> str:
     """Log the run in ``run_dir`` to MLflow, replacing what an earlier logging of it left; return
-    the MLflow run id."""
+    the line that says where: the MLflow run, its experiment and the store."""
     from robench.report.merge import board_frame
 
     run_dir = run_folder(run_dir).resolve()  # a folder that is no run fails here, before MLflow loads
@@ -89,7 +86,7 @@ def track(run_dir: Path, tracker: str = "mlflow") -> str:
                     mlflow.log_artifact(str(path))
         for run in earlier:  # only once the new copy is whole: a failure above leaves the earlier one
             mlflow.MlflowClient().delete_run(run.info.run_id)
-        return parent.info.run_id
+        return f"MLflow run {parent.info.run_id}, experiment id {experiment}, in {mlflow.get_tracking_uri()}"
 
 
 def settings(config: dict) -> dict[str, str]:
@@ -110,10 +107,11 @@ def settings(config: dict) -> dict[str, str]:
 
 
 def model_metrics(rows) -> dict[str, float]:
-    """One model's metrics: its clean row's as they are, each attacked row's as ``metric/attack/eps``."""
+    """One model's metrics (robench.core.results' fields that are numbers): its clean row's model metrics
+    and calibration as they are, each attacked row's cell metrics as ``metric/attack/eps``."""
     metrics = {}
     for row in rows.to_dict("records"):
-        names = MODEL_METRICS if row["attack"] == CLEAN else CELL_METRICS
+        names = (*MODEL_METRICS, *CLEAN_NAMES) if row["attack"] == CLEAN else CELL_METRICS
         where = "" if row["attack"] == CLEAN else f"/{metric_key(row['attack'])}/{eps_label(row['eps']).replace('/', '_')}"
         for name in names:
             value = row.get(name)
@@ -156,9 +154,3 @@ def _experiment(mlflow) -> str:
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found else client.create_experiment(name)
 
-
-def describe(run_id: str) -> str:
-    """The line a run prints once logged: where to look."""
-    import mlflow
-
-    return f"MLflow run {run_id}, experiment id {_experiment(mlflow)}, in {mlflow.get_tracking_uri()}"

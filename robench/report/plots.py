@@ -35,6 +35,7 @@ from robench.core.metrics import eps_label
 from robench.core.names import file_in
 from robench.report import confusion, minimal_eps, reliability
 from robench.report.merge import board_frame, page_name
+from robench.report.panels import DPI
 from robench.report.summary import (
     DEFAULT_PROTOCOL,
     PROTOCOLS,
@@ -47,7 +48,6 @@ from robench.report.summary import (
 )
 from robench.report.worst_case import WORST_LABELS, norm_of
 
-DPI = 120
 CONFUSION = "confusion"  # the first element of the confusion plot's pair in write_plots' result
 CONFUSION_KEY = "\0confusion"  # its file's key among the attacks' (no attack label holds a NUL): <name>-confusion.png
 RELIABILITY = "reliability"  # the reliability figure's pair (robench.report.reliability)
