@@ -48,6 +48,8 @@ FAMILIES = ("single-step", "iterative", "ensemble")
 TARGETED = "targeted"  # aimed at chosen classes: may keep images an untargeted attack fooled
 MINIMAL = "minimal"  # a MinimalAttack's: searches each image's smallest eps, compared by its own flag
 ESCALATION = "escalation"  # the family of robench's own escalation rows (robench.pipeline.escalation), never a plugin's
+TRANSFER = "transfer"  # crafted on a surrogate model, evaluated on the model: a TransferAttack's, black box
+PRETRAINED = "pretrained"  # a TransferAttack's source: the public backbone with a linear head (the grey-box threat)
 LEGACY_NORM = "Linf"  # the norm of rows written before robench recorded one: the only one it had
 
 
@@ -107,6 +109,30 @@ class MinimalAttack(Attack):
             yield eps, at_eps(images, adversarial, star, eps)
 
 
+class TransferAttack(Attack):
+    """An attack crafted on a surrogate, never on the model it is evaluated on (the grey-box threat of
+    parameter-efficient fine-tuning: its backbone is public).
+
+    ``source`` names the surrogate: ``pretrained`` (the public backbone with a linear head trained on
+    the training split) or the label of another strategy of the run. robench builds the surrogate,
+    calls :meth:`craft` once per seed on every attacked image, and evaluates the same examples on every
+    model of the run (robench.pipeline.transfer): no target's weights reach the attack.
+    """
+
+    family = TRANSFER  # fixed by this contract, as a MinimalAttack's
+    black_box = True  # it never reads the target's gradients: beating white-box attacks is a flag
+    source: str
+
+    def craft(self, surrogate: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+              eps_values: Iterable[float]) -> Iterator[tuple[float, torch.Tensor]]:
+        """Adversarial images for each eps, crafted on ``surrogate`` (eval mode, [0, 1] in, logits out)."""
+        raise NotImplementedError
+
+    def perturb(self, model, images, labels, eps):
+        raise TypeError(f"attack {self.name} is a transfer attack: robench crafts it on its surrogate "
+                        f"({self.source}) with craft(), never on the attacked model")
+
+
 def at_eps(images: torch.Tensor, adversarial: torch.Tensor, star: torch.Tensor, eps: float) -> torch.Tensor:
     """What a minimal attack gives at one eps: the adversarial example where eps* <= eps, else the image."""
     return torch.where((star <= eps).view(-1, *[1] * (images.dim() - 1)), adversarial, images)
@@ -121,13 +147,14 @@ def check_attack_class(cls: type) -> type:
     attack would be checked in the L-inf ball, flagged against L-inf attacks and combined with
     them in the worst case. A MinimalAttack's family is ``minimal`` by its contract.
     """
-    own = [k for k in cls.__mro__ if k not in (Attack, MinimalAttack, object)]
+    own = [k for k in cls.__mro__ if k not in (Attack, MinimalAttack, TransferAttack, object)]
     minimal = issubclass(cls, MinimalAttack)
-    families = (MINIMAL,) if minimal else (*FAMILIES, TARGETED)
+    transfer = issubclass(cls, TransferAttack)
+    families = (MINIMAL,) if minimal else (TRANSFER,) if transfer else (*FAMILIES, TARGETED)
     problems = []
     for attribute, valid in (("family", families), ("norm", NORMS)):
         value = getattr(cls, attribute, None)
-        if not (minimal and attribute == "family") and not any(attribute in vars(k) for k in own):
+        if not ((minimal or transfer) and attribute == "family") and not any(attribute in vars(k) for k in own):
             problems.append(f"no {attribute}")
         elif value not in valid:
             problems.append(f"{attribute} {value!r}")

@@ -96,7 +96,8 @@ ROW_FIELDS = (
     "attack_family",  # the plugin's family (robench.attack.FAMILIES), for the sanity flags
     "attack_norm",  # the plugin's norm (robench.attack.NORMS), the ball eps is a radius of; attacks of
     # different norms are never compared or combined. Older rows lack it and read as "Linf" (attack_norms)
-    "attack_black_box",  # True for query-based attacks that never read gradients
+    "attack_black_box",  # True for attacks that never read the model's gradients (query-based, transfer)
+    "attack_source",  # a transfer attack's surrogate: "pretrained" or the strategy label it was crafted on
     "eps",
     "node",  # the machine that computed the row: its host name, and on Ray the node (robench.pipeline.executors)
     *MODEL_METRICS,

@@ -114,6 +114,27 @@ def attack_sweep(
             | {"adv_pred": adv_preds[eps].tolist(), "attack_seconds": seconds} | records for eps in eps_values}
 
 
+def transfer_sweep(model: nn.Module, examples: dict[float, torch.Tensor], labels: torch.Tensor, clean_preds: torch.Tensor,
+                   clean_probs: torch.Tensor, batch_size: int, device) -> dict[float, dict]:
+    """A transfer attack's metrics at every eps: its ``examples`` (crafted on a surrogate, one per
+    attacked image, robench.pipeline.transfer) answered by ``model``, as :func:`attack_sweep`'s rows
+    are: an image the model gets wrong on clean keeps its clean answer, the others take the answer to
+    their example; ECE and NLL of the answers after the attack."""
+    correct = (clean_preds == labels).nonzero().flatten()
+    started = time.perf_counter()
+    found = {}
+    with exact_arithmetic():
+        for eps, adversarial in examples.items():
+            preds, probs = clean_preds.clone(), clean_probs.clone()
+            if len(correct):
+                logits = logits_of(model, adversarial[correct], batch_size, device)
+                preds[correct], probs[correct] = logits.argmax(1), torch.softmax(logits, dim=1)
+            found[eps] = (preds, probs)
+    seconds = time.perf_counter() - started
+    return {eps: robust_metrics(labels, preds == labels, len(correct)) | calibration(probs, labels)
+            | {"adv_pred": preds.tolist(), "attack_seconds": seconds} for eps, (preds, probs) in found.items()}
+
+
 def _minimize(model, attack: MinimalAttack, x, y, chunk, eps_values, adv_preds) -> torch.Tensor:
     """Run a minimal attack on one batch; fill each eps's predictions from its examples; return eps*.
 

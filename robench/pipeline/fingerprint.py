@@ -42,7 +42,8 @@ def run_settings(plan, prepared) -> dict:
         "weights": weights_sha256(Path(backbone.weights)) if backbone.weights else backbone.describe_weights(),
         "image_size": backbone.image_size,
         "recipes": {s.label: asdict(s.recipe) for s in strategies},
-        "plugins": plugin_versions(config, strategies, attacks, prepared.dataset),
+        # a transfer attack's surrogate trains too: its plugin's version is in its key
+        "plugins": plugin_versions(config, [*strategies, *plan.surrogates.values()], attacks, prepared.dataset),
     }
 
 

@@ -13,18 +13,18 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from robench.attack import CLEAN, exact_arithmetic, flushing_subnormals, frozen
+from robench.attack import CLEAN, PRETRAINED, TransferAttack, exact_arithmetic, flushing_subnormals, frozen
 from robench.backbone import Normalized
 from robench.core.metrics import accuracy
 from robench.defense import NONE
 from robench.errors import PluginError, one_line
-from robench.pipeline import checkpoints, compute, escalation, features, resume
-from robench.pipeline.evaluate import attack_sweep, clean_calibration, clean_metrics, logits_of
+from robench.pipeline import checkpoints, compute, escalation, features, resume, transfer
+from robench.pipeline.evaluate import attack_sweep, clean_calibration, clean_metrics, logits_of, transfer_sweep
 from robench.pipeline.fingerprint import model_key, run_settings
 from robench.pipeline.memory import PeakMemory
 from robench.pipeline.models import create_backbone
 from robench.pipeline.plan import Plan, Planned, package_of
-from robench.pipeline.prepare import Prepared, test_arrays
+from robench.pipeline.prepare import Prepared, attacked_images, test_arrays
 from robench.pipeline.train import train
 
 
@@ -100,14 +100,18 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
     for attack in attacks:
         cell = base | {"attack": attack.label, "attack_name": attack.plugin.name,
                        "attack_family": attack.plugin.family, "attack_norm": attack.plugin.norm,
-                       "attack_black_box": attack.plugin.black_box}
+                       "attack_black_box": attack.plugin.black_box} | _source(plan, attack, strategy)
         try:
             seed_everything(seed)
             # Every eps of the command, even those done: attacks with random starts draw them per
             # sweep, so only the same sweep gives the rows an uninterrupted run would have written.
-            metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,
-                                   config.attack_batch_size, device, label=f"{strategy.label} {attack.label}",
-                                   precision=attack.precision, clean_probs=clean_probs)
+            if isinstance(attack.plugin, TransferAttack):
+                crafted = transfer_examples(plan, attack, seed, prepared, settings, test_images, test_labels)
+                metrics = transfer_sweep(model, crafted, test_labels, clean_preds, clean_probs, config.attack_batch_size, device)
+            else:
+                metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,
+                                       config.attack_batch_size, device, label=f"{strategy.label} {attack.label}",
+                                       precision=attack.precision, clean_probs=clean_probs)
         except Exception as exc:  # noqa: BLE001
             for eps in missing_eps(attack.label):
                 yield cell | _failure(exc, "attack", eps=eps)
@@ -127,6 +131,33 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
                 yield cell | _failure(metrics, "attack")
             else:
                 yield cell | {"status": "ok", "error": None} | metrics
+
+
+def _source(plan: Plan, attack: Planned, strategy: Planned) -> dict:
+    """A transfer attack's surrogate, in its rows: ``pretrained`` or a strategy label. Crafted on the
+    model itself it is a white-box PGD, not a black-box attack: the matrix's diagonal, and
+    ``source=pretrained`` on the run's own linear probe (the same checkpoint)."""
+    surrogate = plan.surrogates.get(attack.label)
+    if surrogate is None:
+        return {}
+    source = attack.plugin.source if attack.plugin.source == PRETRAINED else surrogate.label
+    return {"attack_source": source, "attack_black_box": surrogate.label != strategy.label}
+
+
+def transfer_examples(plan: Plan, attack: Planned, seed: int, prepared: Prepared, settings: dict,
+                      images: torch.Tensor, labels: torch.Tensor) -> dict[float, torch.Tensor]:
+    """A transfer attack's examples for seed ``seed`` (robench.pipeline.transfer): read where another
+    cell made them, else crafted on the attack's surrogate, which is trained (or loaded from its
+    checkpoint) here. Nothing of the model being evaluated enters them or their key."""
+    config, source = plan.config, plan.surrogates[attack.label]
+    source_settings = settings | {"recipes": settings["recipes"] | {source.label: dataclasses.asdict(source.recipe)}}
+    key = {"attack": attack.label, "attack_version": settings["plugins"][f"attack {attack.plugin.name}"],
+           "source": model_key(source_settings, source, seed, prepared), "eps": list(config.eps),
+           "images": checkpoints.digest(attacked_images(prepared))}
+    path = transfer.examples_path(config.out, attack.label, seed, key)
+    return transfer.examples(path, key, attack.plugin, lambda: train_model(plan, source, seed, prepared, settings)[0],
+                             images, labels, list(config.eps), config.attack_batch_size, plan.device,
+                             reseed=lambda: seed_everything(seed))
 
 
 def _escalations(config, attacks: list[Planned]) -> list[tuple[str, Planned | None]]:

@@ -17,12 +17,12 @@ from typing import NamedTuple
 
 import torch
 
-from robench.attack import Attack, MinimalAttack
+from robench.attack import PRETRAINED, Attack, MinimalAttack, TransferAttack
 from robench.backbone import BackboneSpec
 from robench.core.names import check_name
 from robench.dataset import Dataset
 from robench.defense import NONE, Defense, combined_label
-from robench.errors import PluginError, RobenchError, one_line
+from robench.errors import PluginError, RobenchError, did_you_mean, one_line
 from robench.pipeline import compute, executors, threads
 from robench.pipeline.escalation import MAX_ROUNDS
 from robench.pipeline.escalation import ROUNDS as ESCALATION_ROUNDS
@@ -101,6 +101,7 @@ class Plan(NamedTuple):
     dataset: Dataset
     config: RunConfig  # settled (see settle): absolute paths, precisions and threads decided
     device: torch.device
+    surrogates: dict = {}  # a transfer attack's label -> the strategy its examples are crafted on (see surrogates)
 
 
 def plan(config: RunConfig) -> Plan:
@@ -147,7 +148,30 @@ def plan(config: RunConfig) -> Plan:
     if config.reference is not None and config.reference not in [p.label for p in strategies]:
         raise RobenchError(f"--reference {config.reference!r} is not a strategy of this run: use one of "
                            f"{', '.join(p.label for p in strategies)}")
-    return Plan(strategies, attacks, dataset, config, device)
+    return Plan(strategies, attacks, dataset, config, device, surrogates(registry, attacks, strategies, config))
+
+
+def surrogates(registry, attacks: list[Planned], strategies: list[Planned], config: RunConfig) -> dict[str, Planned]:
+    """The model each transfer attack crafts on: for ``source=pretrained`` the public backbone with a
+    linear head, trained as the ``linear_probe`` strategy with the run's recipe overrides (so the run's
+    own linear probe, when it has one, is the same checkpoint); else the strategy of the run that
+    ``source`` names, by its label or, where one strategy has it, by its plugin's name."""
+    found = {}
+    for attack in attacks:
+        if not isinstance(attack.plugin, TransferAttack):
+            continue
+        source = attack.plugin.source
+        if source == PRETRAINED:
+            found[attack.label] = _strategy(registry, Spec("linear_probe", "linear_probe"), config.recipe_overrides)
+            continue
+        named = [s for s in strategies if s.label == source] or [s for s in strategies if s.plugin.name == source]
+        if len(named) != 1:
+            labels = [s.label for s in strategies]
+            why = "names several strategies of this run" if named else "is not a strategy of this run"
+            raise RobenchError(f"attack {attack.label}: source {source!r} {why}: {did_you_mean(source, [PRETRAINED, *labels])}"
+                               f"use {PRETRAINED} or one of {', '.join(labels)}")
+        found[attack.label] = named[0]
+    return found
 
 
 def settle(config: RunConfig, device: torch.device) -> RunConfig:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from robench.attack import CLEAN, ESCALATION, FAMILIES, MINIMAL
+from robench.attack import CLEAN, ESCALATION, FAMILIES, MINIMAL, TRANSFER
 from robench.core.metrics import eps_label
 from robench.core.names import BF16_TWIN
 from robench.core.results import attack_norms
@@ -57,6 +57,9 @@ CHECKS = {
     "the configured attacks' worst case counted as robust: they are too weak there; trust the worst-case column",
     "black-box-wins": "a black-box attack, which never reads gradients, beats every white-box attack at the "
     "same eps in the same norm: the mark of gradient masking; the white-box numbers overstate robustness",
+    "transfer-fools-survivors": "a transfer attack, crafted on another model without this one's gradients, fooled "
+    "more than a few images that every white-box attack at the same eps left correct on this model: the white-box "
+    "attacks are too weak there (or the gradients masked); the worst-case column counts those images as fooled",
     "below-majority": "clean accuracy at or below the majority-class baseline (always answering the most "
     "frequent class): the model collapsed to that class if its balanced accuracy is near chance too, "
     "else class weighting traded accuracy for balanced accuracy; robust accuracy of a collapsed model "
@@ -96,6 +99,7 @@ def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> lis
         *_bf16_weaker(plain, labels),
         *(_escalation_moved(cells) if "escalation_fooled" in cells else ()),
         *_black_box_wins(plain),
+        *_transfer_fools_survivors(cells, labels),
         *_collapse(models, n_classes),
     ]
     order = list(CHECKS)
@@ -233,6 +237,26 @@ def _kept_what_another_fooled(alive: dict, a: str, b: str, eps: float, norm: str
             f"(mean over {len(counts)} seed(s))")
 
 
+def _transfer_fools_survivors(cells: pd.DataFrame, labels) -> Iterator[Flag]:
+    """A black-box transfer row fooled, on average over the seeds, more than FEW_IMAGES images that
+    survived every white-box attack (escalation included) at that eps on that model."""
+    if labels is None or "adv_pred" not in cells or "attack_family" not in cells:
+        return
+    for (strategy, eps, norm), group, alive in _survival_groups(cells, labels):
+        white = set(group.loc[(group["attack_black_box"] == False) & (group["attack_family"] != MINIMAL), "attack"])  # noqa: E712
+        transfers = group.loc[(group["attack_black_box"] == True) & (group["attack_family"] == TRANSFER), "attack"]  # noqa: E712
+        for attack in dict.fromkeys(transfers):
+            counts = []
+            for seed in [seed for (a, seed) in alive if a == attack]:
+                kept = [alive[(w, seed)] for w in white if (w, seed) in alive]
+                if kept:
+                    counts.append(int((np.logical_and.reduce(kept) & ~alive[(attack, seed)]).sum()))
+            if counts and sum(counts) / len(counts) > FEW_IMAGES:
+                yield Flag("transfer-fools-survivors", strategy,
+                           f"{attack} fooled {sum(counts) / len(counts):.1f} images every white-box attack left correct at "
+                           f"{_at(eps, norm)} (mean over {len(counts)} seed(s))")
+
+
 def _escalation_moved(cells: pd.DataFrame) -> Iterator[Flag]:
     """Escalation fooled more than one survivor of the configured attacks on one model at one eps."""
     moved = cells[(cells["attack_family"] == ESCALATION) & (cells["escalation_fooled"].fillna(0) > 1)]
@@ -244,8 +268,9 @@ def _escalation_moved(cells: pd.DataFrame) -> Iterator[Flag]:
 
 def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:
     known = cells[cells["attack_black_box"].isin([True, False])]
-    black = set(known.loc[known["attack_black_box"] == True, "attack"])  # noqa: E712
     for (strategy, eps, norm), group in known.groupby(SAME_NORM, sort=False):
+        # per model: a transfer attack crafted on this very model is white box here, black box elsewhere
+        black = set(group.loc[group["attack_black_box"] == True, "attack"])  # noqa: E712
         best = {}  # black-box attack -> the strongest white-box attack it is compared with
         for a, b, mean_a, mean_b, tolerance in _pairs(group):
             if a in black and b not in black:

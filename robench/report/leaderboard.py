@@ -26,7 +26,18 @@ from robench.core.names import fence, markdown_table, visible
 from robench.core.results import CONFIG_FILE, RESULTS_FILE
 from robench.defense import NONE
 from robench.errors import RobenchError
-from robench.report import calibration_page, escalation_page, export, flags, headline, minimal_eps, per_class, publish, rankable
+from robench.report import (
+    calibration_page,
+    escalation_page,
+    export,
+    flags,
+    headline,
+    minimal_eps,
+    per_class,
+    publish,
+    rankable,
+    transfer_page,
+)
 from robench.report.board import Board, human_count
 from robench.report.merge import board_frame, page_name, read_runs, run_dirs
 from robench.report.summary import DEFAULT_PROTOCOL, PROTOCOLS, UNKNOWN, _sentence, attacked_labels, summarise
@@ -92,6 +103,7 @@ def render(
         *(footnotes or ()),
         *([paired] if paired else []),
         *([calibrated] if (calibrated := calibration_page.section(board, _markdown)) else []),
+        *([transferred] if (transferred := transfer_page.section(board, _markdown)) else []),
         *([minimal_text] if (minimal_text := minimal_eps.section(frame, board.strategies)) else []),
         *([escalated] if (escalated := escalation_page.section(frame, board.strategies, config)) else []),
         board.baselines(),
