@@ -55,11 +55,11 @@ def pytest_addoption(parser, pluginmanager):
 
 
 def must_run(item: pytest.Item) -> bool:
-    """Skipped in CI only by a broken setup: the real-data tests, the browser test and the MLflow test
-    (.ci/run installs MLflow), not a CUDA one."""
+    """Skipped in CI only by a broken setup: the real-data tests, the browser test, the MLflow test
+    (.ci/run installs MLflow) and the corruption tests (.ci/run installs ImageMagick), not a CUDA one."""
     cuda_only = any("CUDA" in str(mark.kwargs.get("reason", "")) for mark in item.iter_markers("skipif"))
     return (item.get_closest_marker("integration") is not None
-            or item.path.name in ("test_site.py", "test_mlflow_tracking.py")) and not cuda_only
+            or item.path.name in ("test_site.py", "test_mlflow_tracking.py", "test_corruptions.py")) and not cuda_only
 
 
 @pytest.hookimpl(wrapper=True)

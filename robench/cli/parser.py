@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training-time defenses, each a model per strategy: none,pgd_at:eps=0.01 (default none)")
     run.add_argument("--attacks", default="fgsm", action=AddsUp, help="comma-separated, with options: fgsm,pgd:steps=20")
     run.add_argument("--eps", default="0.01,0.02", action=AddsUp, help="comma-separated eps in [0, 1] pixel units, or k/255")
+    run.add_argument("--corruptions", metavar="NAMES|all",
+                     help="also answer the attacked test images under MedMNIST-C's dermatoscopy corruptions "
+                     "(gaussian_noise,defocus_blur,... or all; needs robench[corruptions]): rows of family corruption, the "
+                     "severity in the eps column (robench/pipeline/corruptions.py)")
+    run.add_argument("--severities", default="1,2,3,4,5", metavar="S,S",
+                     help="the corruptions' severities, from 1 to 5 (default all five)")
     run.add_argument("--seeds", default="0", action=AddsUp, help="comma-separated integer seeds, e.g. 0,1,2")
     run.add_argument("--epochs", type=int, help="override every strategy's epochs")
     run.add_argument("--batch-size", type=int, help="override every strategy's training batch size")

@@ -107,6 +107,8 @@ def config_from_args(args, argv):
         attacks=parse_specs(args.attacks, "attack") if args.attacks.strip() else [],
         eps=parse_eps(args.eps),
         seeds=parse_seeds(args.seeds),
+        corruptions=corruption_names(args.corruptions),
+        severities=parse_severities(args.severities),
         recipe_overrides={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
         attack_batch_size=args.attack_batch_size,
         attack_samples=args.attack_samples,
@@ -204,6 +206,23 @@ def parse_eps(text: str) -> list[float]:
     if not values:
         raise RobenchError("--eps is empty: give at least one value, e.g. --eps 0.01,0.02")
     return values
+
+
+def corruption_names(text: str | None) -> list[str]:
+    from robench.pipeline.corruptions import expand
+
+    return expand(text)
+
+
+def parse_severities(text) -> list[int]:
+    """``--severities``: whole numbers separated by commas (checked against 1-5 when the run is planned)."""
+    try:
+        found = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise RobenchError(f"--severities {text!r}: give whole numbers from 1 to 5 separated by commas, e.g. 1,3,5") from None
+    if not found:
+        raise RobenchError("--severities is empty: give some of 1,2,3,4,5")
+    return list(dict.fromkeys(found))
 
 
 def parse_escalation(text) -> int | None:

@@ -68,6 +68,7 @@ CONFIG = {
     "split": dict, "backbone": dict, "versions": (Each(TEXT), None), "precision": (dict, None),
     "attack_samples": ({"n": Required(int), "of": Required(int)}, None),
     "escalation": ({"rounds": Required(int)}, None),
+    "corruptions": ({"names": Required([str]), "severities": Required([int])}, None),
     "tuning": ({"budget": Required(dict), "strategies": Required(Each(dict))}, None),
     "attacked": ({"ids": Required(list), "labels": Required([int])}, None),
     "comparable": _COMPARABLE,

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from robench.attack import CLEAN, PRETRAINED, TransferAttack, exact_arithmetic, flushing_subnormals, frozen
+from robench.attack import CLEAN, TransferAttack, exact_arithmetic, flushing_subnormals, frozen
 from robench.backbone import Normalized
 from robench.core.metrics import accuracy
 from robench.defense import NONE
 from robench.errors import PluginError, one_line
-from robench.pipeline import checkpoints, compute, escalation, features, resume, transfer
+from robench.pipeline import checkpoints, compute, corruptions, escalation, features, resume, transfer
 from robench.pipeline.evaluate import attack_sweep, clean_calibration, clean_metrics, logits_of, transfer_sweep
 from robench.pipeline.fingerprint import model_key, run_settings
 from robench.pipeline.memory import PeakMemory
@@ -45,6 +45,7 @@ def lost_model_rows(plan: Plan, strategy: Planned, seed: int, done, error: BaseE
     base = _model_fields(strategy, seed)
     cells = [(CLEAN, CLEAN, 0.0)] + [(a.label, a.plugin.name, eps) for a in attacks for eps in config.eps]
     cells += [(label, escalation.ESCALATION, eps) for label, _ in _escalations(config, attacks) for eps in config.eps]
+    cells += [(name, name, float(severity)) for name, severity in _corruption_cells(config)]
     return [base | _failure(error, attack=label, attack_name=name, eps=eps)
             for label, name, eps in cells if resume.cell(strategy.label, seed, label, eps) not in done]
 
@@ -63,11 +64,12 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
         return [eps for eps in config.eps if resume.cell(strategy.label, seed, attack, eps) not in done]
 
     needs_clean = resume.cell(strategy.label, seed, CLEAN, 0.0) not in done
+    shifts = [cell for cell in _corruption_cells(config) if resume.cell(strategy.label, seed, cell[0], float(cell[1])) not in done]
     escalations = [(wanted, missing) for wanted in _escalations(config, attacks) if (missing := missing_eps(wanted[0]))]
     # An escalation attacks what every attack left: with one to do, every attack runs again (rows
     # already written are not written twice); else only the attacks with cells to do.
     attacks = attacks if escalations else [attack for attack in attacks if missing_eps(attack.label)]
-    if not needs_clean and not attacks:
+    if not needs_clean and not attacks and not shifts:
         return
     try:
         model, train_info = train_model(plan, strategy, seed, prepared, settings=settings)
@@ -91,6 +93,8 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
         for (label, _), missing in escalations:
             for eps in missing:
                 yield base | _failure(exc, attack=label, attack_name=escalation.ESCALATION, eps=eps)
+        for name, severity in shifts:
+            yield base | corruptions.fields(name, severity) | _failure(exc)
         return
     if needs_clean:
         yield base | {"attack": CLEAN, "attack_name": CLEAN, "eps": 0.0, "status": "ok", "error": None,
@@ -100,13 +104,15 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
     for attack in attacks:
         cell = base | {"attack": attack.label, "attack_name": attack.plugin.name,
                        "attack_family": attack.plugin.family, "attack_norm": attack.plugin.norm,
-                       "attack_black_box": attack.plugin.black_box} | _source(plan, attack, strategy)
+                       "attack_black_box": attack.plugin.black_box} | transfer.row_fields(plan, attack, strategy)
         try:
             seed_everything(seed)
             # Every eps of the command, even those done: attacks with random starts draw them per
             # sweep, so only the same sweep gives the rows an uninterrupted run would have written.
             if isinstance(attack.plugin, TransferAttack):
-                crafted = transfer_examples(plan, attack, seed, prepared, settings, test_images, test_labels)
+                crafted = transfer.examples_for(plan, attack, seed, prepared, settings, test_images, test_labels,
+                                                train=lambda source: train_model(plan, source, seed, prepared, settings)[0],
+                                                reseed=lambda: seed_everything(seed))
                 metrics = transfer_sweep(model, crafted, test_labels, clean_preds, clean_probs, config.attack_batch_size, device)
             else:
                 metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,
@@ -131,33 +137,16 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
                 yield cell | _failure(metrics, "attack")
             else:
                 yield cell | {"status": "ok", "error": None} | metrics
+    if shifts:
+        ids = attacked_images(prepared)["ids"]
+        for name, severity, metrics in corruptions.evaluate(model, test_images, test_labels, ids, clean_preds, shifts, seed,
+                                                            config.attack_batch_size, device):
+            cell = base | corruptions.fields(name, severity)
+            yield cell | (_failure(metrics, "attack") if isinstance(metrics, Exception) else {"status": "ok", "error": None} | metrics)
 
 
-def _source(plan: Plan, attack: Planned, strategy: Planned) -> dict:
-    """A transfer attack's surrogate, in its rows: ``pretrained`` or a strategy label. Crafted on the
-    model itself it is a white-box PGD, not a black-box attack: the matrix's diagonal, and
-    ``source=pretrained`` on the run's own linear probe (the same checkpoint)."""
-    surrogate = plan.surrogates.get(attack.label)
-    if surrogate is None:
-        return {}
-    source = attack.plugin.source if attack.plugin.source == PRETRAINED else surrogate.label
-    return {"attack_source": source, "attack_black_box": surrogate.label != strategy.label}
-
-
-def transfer_examples(plan: Plan, attack: Planned, seed: int, prepared: Prepared, settings: dict,
-                      images: torch.Tensor, labels: torch.Tensor) -> dict[float, torch.Tensor]:
-    """A transfer attack's examples for seed ``seed`` (robench.pipeline.transfer): read where another
-    cell made them, else crafted on the attack's surrogate, which is trained (or loaded from its
-    checkpoint) here. Nothing of the model being evaluated enters them or their key."""
-    config, source = plan.config, plan.surrogates[attack.label]
-    source_settings = settings | {"recipes": settings["recipes"] | {source.label: dataclasses.asdict(source.recipe)}}
-    key = {"attack": attack.label, "attack_version": settings["plugins"][f"attack {attack.plugin.name}"],
-           "source": model_key(source_settings, source, seed, prepared), "eps": list(config.eps),
-           "images": checkpoints.digest(attacked_images(prepared))}
-    path = transfer.examples_path(config.out, attack.label, seed, key)
-    return transfer.examples(path, key, attack.plugin, lambda: train_model(plan, source, seed, prepared, settings)[0],
-                             images, labels, list(config.eps), config.attack_batch_size, plan.device,
-                             reseed=lambda: seed_everything(seed))
+def _corruption_cells(config) -> list[tuple[str, int]]:
+    return [(name, severity) for name in config.corruptions for severity in config.severities]
 
 
 def _escalations(config, attacks: list[Planned]) -> list[tuple[str, Planned | None]]:

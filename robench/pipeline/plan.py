@@ -23,7 +23,7 @@ from robench.core.names import check_name
 from robench.dataset import Dataset
 from robench.defense import NONE, Defense, combined_label
 from robench.errors import PluginError, RobenchError, did_you_mean, one_line
-from robench.pipeline import compute, executors, threads
+from robench.pipeline import compute, corruptions, executors, threads
 from robench.pipeline.escalation import MAX_ROUNDS
 from robench.pipeline.escalation import ROUNDS as ESCALATION_ROUNDS
 from robench.pipeline.limits import check_numbers, check_recipe
@@ -76,6 +76,8 @@ class RunConfig:
     formats: tuple[str, ...] = ("md",)  # the page, and its table as "csv" and "json" (robench.report.export)
     tune: dict | None = None  # --tune: recipe field -> its range, or None for the strategy's (robench.pipeline.tuning)
     tune_budget: Budget = DEFAULT_BUDGET  # what each strategy's search may spend
+    corruptions: list[str] = field(default_factory=list)  # MedMNIST-C corruptions of the test images (robench.pipeline.corruptions)
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # their severities, 1-5
     track: str | None = None  # --track mlflow: the finished run logged there too (robench.report.mlflow_tracking)
     # The plugin of ``dataset`` where the CLI already resolved it (for its defaults): not resolved twice.
     dataset_plugin: Dataset | None = field(default=None, compare=False, repr=False)
@@ -139,6 +141,7 @@ def plan(config: RunConfig) -> Plan:
     defenses = plan_defenses(registry, config.defenses)
     strategies = [_defended(strategy, defense) for strategy in strategies for defense in defenses]
     _refuse_training_options(strategies, config)
+    corruptions.check(config.corruptions, config.severities)
     if config.track is not None:
         from robench.report import mlflow_tracking
 

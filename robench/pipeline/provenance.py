@@ -52,6 +52,9 @@ def describe(plan, prepared: Prepared, backbone_params: int) -> dict:
         "defenses": [d.label for d in config.defenses],
         "attacks": [a.label for a in config.attacks],
         "eps": config.eps,
+        "corruptions": {"names": config.corruptions, "severities": config.severities,
+                        "how": "MedMNIST-C's dermamnist corruptions of the attacked test images, seeded per image and seed "
+                               "(robench/pipeline/corruptions.py)"} if config.corruptions else None,
         "escalation": None if config.escalation is None else {
             "rounds": config.escalation, "first_steps": FIRST_STEPS, "margin_restarts": RESTARTS,
             "how": "the images every L-inf attack left correct at an eps, attacked by PGD (margin, cross-entropy) and APGD-DLR "

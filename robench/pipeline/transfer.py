@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,11 +24,38 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from robench.attack import TransferAttack, check_perturbation, exact_arithmetic, frozen
+from robench.attack import PRETRAINED, TransferAttack, check_perturbation, exact_arithmetic, frozen
 from robench.pipeline import checkpoints
+from robench.pipeline.fingerprint import model_key
+from robench.pipeline.prepare import attacked_images
 from robench.pipeline.train import to_pixels
 
 FOLDER = "transfer"
+
+
+def row_fields(plan, attack, strategy) -> dict:
+    """A transfer attack's surrogate, in its rows (``pretrained`` or a strategy label); nothing for
+    another attack. Crafted on the model itself it is a white-box PGD, not a black-box attack: the
+    matrix's diagonal, and ``source=pretrained`` on the run's own linear probe (the same checkpoint)."""
+    surrogate = plan.surrogates.get(attack.label)
+    if surrogate is None:
+        return {}
+    source = attack.plugin.source if attack.plugin.source == PRETRAINED else surrogate.label
+    return {"attack_source": source, "attack_black_box": surrogate.label != strategy.label}
+
+
+def examples_for(plan, attack, seed: int, prepared, settings: dict, images: torch.Tensor, labels: torch.Tensor,
+                 train: Callable[[object], nn.Module], reseed: Callable[[], None]) -> dict[float, torch.Tensor]:
+    """A transfer attack's examples for seed ``seed`` in a run: read where another cell made them, else
+    crafted on the attack's surrogate, which ``train(strategy)`` trains or loads from its checkpoint.
+    Nothing of the model being evaluated enters them or their key."""
+    config, source = plan.config, plan.surrogates[attack.label]
+    source_settings = settings | {"recipes": settings["recipes"] | {source.label: asdict(source.recipe)}}
+    key = {"attack": attack.label, "attack_version": settings["plugins"][f"attack {attack.plugin.name}"],
+           "source": model_key(source_settings, source, seed, prepared), "eps": list(config.eps),
+           "images": checkpoints.digest(attacked_images(prepared))}
+    return examples(examples_path(config.out, attack.label, seed, key), key, attack.plugin, lambda: train(source),
+                    images, labels, list(config.eps), config.attack_batch_size, plan.device, reseed)
 
 
 def examples_path(out: Path, attack_label: str, seed: int, key: dict) -> Path:

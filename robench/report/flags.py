@@ -19,21 +19,18 @@ L-inf attack at "eps 0.5" attack different balls, and either may rightly leave m
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from robench.attack import CLEAN, ESCALATION, FAMILIES, MINIMAL, TRANSFER
+from robench.attack import CLEAN, ESCALATION, FAMILIES
 from robench.core.metrics import eps_label
-from robench.core.names import BF16_TWIN
 from robench.core.results import attack_norms
-from robench.report.worst_case import survived
+from robench.report import flags_per_image as per_image
+from robench.report.flags_per_image import FEW_IMAGES, SAME_NORM, Flag, at  # noqa: F401  (Flag, FEW_IMAGES: this module's API)
 
 TOLERANCE = 0.005  # half a percentage point of mean robust accuracy
-FEW_IMAGES = 2  # per-image check: more images than this left correct that another attack fooled
 NEAR_CHANCE = 0.05  # balanced accuracy within 5 points of 1 / n_classes
-SAME_NORM = ["strategy", "eps", "norm_"]  # the groups attacks are compared within
 
 # flag -> what it means, in the order they are listed
 CHECKS = {
@@ -69,13 +66,6 @@ CHECKS = {
 }
 
 
-@dataclass(frozen=True)
-class Flag:
-    check: str  # a key of CHECKS
-    strategy: str
-    detail: str  # the numbers that set it off, e.g. "pgd 19.07% at eps 0.01 -> 33.22% at eps 0.02"
-
-
 def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> list[Flag]:
     """Every flag of a results frame (``robench.core.results.read_frame``); failed rows are ignored.
 
@@ -94,12 +84,12 @@ def check(frame: pd.DataFrame, n_classes: int | None = None, labels=None) -> lis
         *_eps_zero(plain),
         *_rises_with_eps(plain),
         *_family_order(plain),
-        *_weaker_per_image(plain, labels),
-        *_minimal_too_weak(cells, labels),
-        *_bf16_weaker(plain, labels),
+        *per_image.weaker_per_image(plain, labels),
+        *per_image.minimal_too_weak(cells, labels),
+        *per_image.bf16_weaker(plain, labels),
         *(_escalation_moved(cells) if "escalation_fooled" in cells else ()),
         *_black_box_wins(plain),
-        *_transfer_fools_survivors(cells, labels),
+        *per_image.transfer_fools_survivors(cells, labels),
         *_collapse(models, n_classes),
     ]
     order = list(CHECKS)
@@ -162,99 +152,7 @@ def _family_order(cells: pd.DataFrame) -> Iterator[Flag]:
             if rank[weak] < rank[strong] and strong_mean > weak_mean + tolerance:
                 yield Flag("family-order", strategy,
                            f"{strong} ({FAMILIES[rank[strong]]}) {_pct(strong_mean)} > {weak} "
-                           f"({FAMILIES[rank[weak]]}) {_pct(weak_mean)} at {_at(eps, norm)}")
-
-
-def _weaker_per_image(cells: pd.DataFrame, labels) -> Iterator[Flag]:
-    """Attack A left correct, on average over the seeds both ran, more than FEW_IMAGES images that
-    attack B fooled, where B's family is A's or a weaker one (a single-step attack losing to an
-    iterative one is expected, not flagged; black-box attacks are gradient-masking probes, not
-    flagged either)."""
-    if labels is None or "adv_pred" not in cells:
-        return
-    white = cells[(cells["attack_black_box"] == False) & cells["attack_family"].isin(FAMILIES)]  # noqa: E712
-    rank = {attack: FAMILIES.index(family) for attack, family in zip(white["attack"], white["attack_family"])}
-    for (strategy, eps, norm), group, alive in _survival_groups(white, labels):
-        attacks = list(dict.fromkeys(group["attack"]))
-        for a in attacks:
-            for b in attacks:
-                if a == b or rank[b] > rank[a] or _twins(a, b):
-                    continue
-                if found := _kept_what_another_fooled(alive, a, b, eps, norm):
-                    yield Flag("weaker-per-image", strategy, found)
-
-
-def _minimal_too_weak(cells: pd.DataFrame, labels) -> Iterator[Flag]:
-    """A minimal attack left correct at an eps, on average over the seeds, more than FEW_IMAGES images
-    that a fixed-eps attack of its norm (any family, white or black box) fooled at that eps on that model."""
-    if labels is None or "adv_pred" not in cells:
-        return
-    for (strategy, eps, norm), group, alive in _survival_groups(cells, labels):
-        families = dict(zip(group["attack"], group["attack_family"]))
-        for a in [attack for attack, family in families.items() if family == MINIMAL]:
-            for b in [attack for attack, family in families.items() if family != MINIMAL]:
-                if found := _kept_what_another_fooled(alive, a, b, eps, norm):
-                    yield Flag("minimal-too-weak", strategy, found)
-
-
-def _bf16_weaker(cells: pd.DataFrame, labels) -> Iterator[Flag]:
-    """A bf16 attack left correct, on average over the seeds, more than FEW_IMAGES images that its
-    fp32 twin fooled at that eps on that model."""
-    if labels is None or "adv_pred" not in cells:
-        return
-    if not cells["attack"].str.endswith(BF16_TWIN).any():
-        return
-    for (strategy, eps, norm), group, alive in _survival_groups(cells, labels):
-        present = set(group["attack"])
-        for twin in [attack for attack in present if attack.endswith(BF16_TWIN)]:
-            fp32 = twin.removesuffix(BF16_TWIN)
-            if fp32 in present and (found := _kept_what_another_fooled(alive, twin, fp32, eps, norm)):
-                yield Flag("bf16-weaker", strategy, found)
-
-
-def _survival_groups(cells: pd.DataFrame, labels) -> Iterator[tuple[tuple, pd.DataFrame, dict]]:
-    """Per (strategy, eps, norm): its cells that have per-image records, and (attack, seed) -> the
-    survival of each attacked image, which the per-image checks compare."""
-    cells = cells.assign(alive_=survived(cells, labels))
-    cells = cells[cells["alive_"].notna()]
-    for key, group in cells.groupby(SAME_NORM, sort=False):
-        yield key, group, {(row.attack, row.seed): row.alive_ for row in group.itertuples(index=False)}
-
-
-def _twins(a: str, b: str) -> bool:
-    """Whether two attacks are one attack in bf16 and fp32 (compared by _bf16_weaker alone)."""
-    return a == b + BF16_TWIN or b == a + BF16_TWIN
-
-
-def _kept_what_another_fooled(alive: dict, a: str, b: str, eps: float, norm: str) -> str | None:
-    """The flag's detail when attack ``a`` left correct more than FEW_IMAGES images (mean over the seeds
-    both ran) that attack ``b`` fooled; ``alive`` maps (attack, seed) to per-image survival."""
-    counts = [int((alive[(a, seed)] & ~alive[(b, seed)]).sum()) for (attack, seed) in alive
-              if attack == a and (b, seed) in alive]
-    if not counts or sum(counts) / len(counts) <= FEW_IMAGES:
-        return None
-    return (f"{a} left {sum(counts) / len(counts):.1f} images correct that {b} fooled at {_at(eps, norm)} "
-            f"(mean over {len(counts)} seed(s))")
-
-
-def _transfer_fools_survivors(cells: pd.DataFrame, labels) -> Iterator[Flag]:
-    """A black-box transfer row fooled, on average over the seeds, more than FEW_IMAGES images that
-    survived every white-box attack (escalation included) at that eps on that model."""
-    if labels is None or "adv_pred" not in cells or "attack_family" not in cells:
-        return
-    for (strategy, eps, norm), group, alive in _survival_groups(cells, labels):
-        white = set(group.loc[(group["attack_black_box"] == False) & (group["attack_family"] != MINIMAL), "attack"])  # noqa: E712
-        transfers = group.loc[(group["attack_black_box"] == True) & (group["attack_family"] == TRANSFER), "attack"]  # noqa: E712
-        for attack in dict.fromkeys(transfers):
-            counts = []
-            for seed in [seed for (a, seed) in alive if a == attack]:
-                kept = [alive[(w, seed)] for w in white if (w, seed) in alive]
-                if kept:
-                    counts.append(int((np.logical_and.reduce(kept) & ~alive[(attack, seed)]).sum()))
-            if counts and sum(counts) / len(counts) > FEW_IMAGES:
-                yield Flag("transfer-fools-survivors", strategy,
-                           f"{attack} fooled {sum(counts) / len(counts):.1f} images every white-box attack left correct at "
-                           f"{_at(eps, norm)} (mean over {len(counts)} seed(s))")
+                           f"({FAMILIES[rank[weak]]}) {_pct(weak_mean)} at {at(eps, norm)}")
 
 
 def _escalation_moved(cells: pd.DataFrame) -> Iterator[Flag]:
@@ -263,7 +161,7 @@ def _escalation_moved(cells: pd.DataFrame) -> Iterator[Flag]:
     for row in moved.itertuples(index=False):
         yield Flag("escalation-moved", row.strategy,
                    f"{row.attack} fooled {int(row.escalation_fooled)} of the {int(row.escalated)} images the attacks left "
-                   f"correct at {_at(row.eps, row.attack_norm or 'Linf')} (seed {row.seed})")
+                   f"correct at {at(row.eps, row.attack_norm or 'Linf')} (seed {row.seed})")
 
 
 def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:
@@ -279,7 +177,7 @@ def _black_box_wins(cells: pd.DataFrame) -> Iterator[Flag]:
         for attack, (white, white_mean, black_mean, tolerance) in best.items():
             if black_mean < white_mean - tolerance:
                 yield Flag("black-box-wins", strategy,
-                           f"{attack} {_pct(black_mean)} < {white} {_pct(white_mean)} at {_at(eps, norm)}")
+                           f"{attack} {_pct(black_mean)} < {white} {_pct(white_mean)} at {at(eps, norm)}")
 
 
 def _collapse(models: pd.DataFrame, n_classes: int | None) -> Iterator[Flag]:
@@ -313,11 +211,6 @@ def _tolerance(rows: pd.DataFrame) -> float:
     """TOLERANCE, or one image of the smallest attacked set when that is larger."""
     sizes = rows["n_attacked"].fillna(rows["n_test"]).dropna()
     return max(TOLERANCE, 1 / sizes.min()) if len(sizes) and sizes.min() > 0 else TOLERANCE
-
-
-def _at(eps: float, norm: str) -> str:
-    """``eps 0.01`` for L-inf, as flags always read; ``eps 0.5 in L2`` for another norm."""
-    return f"eps {eps_label(eps)}" + ("" if norm == "Linf" else f" in {norm}")
 
 
 def _pct(value: float) -> str:

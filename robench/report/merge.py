@@ -61,9 +61,12 @@ def page_name(config: dict) -> str:
 
 
 def board_frame(runs: Path | str | Sequence[Path | str]) -> tuple[pd.DataFrame, dict]:
-    """The rows with their worst-case rows added, and the config: what a page and its plots show."""
+    """The attack rows with their worst-case rows added, and the config: what a page's attack tables and
+    its plots show (corruption rows, a severity in their eps column, have a section of their own)."""
+    from robench.report.corruption_page import split
+
     frame, config = read_runs(runs)
-    return with_worst_case(frame, attacked_labels(config)), config
+    return with_worst_case(split(frame)[0], attacked_labels(config)), config
 
 
 def refuse_incomparable(dirs: Sequence[Path], configs: Sequence[dict], frames: Sequence[pd.DataFrame]) -> None:

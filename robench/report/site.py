@@ -23,7 +23,7 @@ from robench.core.metrics import eps_label
 from robench.core.names import refuse_link, visible
 from robench.core.results import RESULTS_FILE, run_folder
 from robench.errors import RobenchError
-from robench.report import flags, leaderboard, merge, per_class
+from robench.report import corruption_page, flags, leaderboard, merge, page_header, per_class
 from robench.report.board import Board
 from robench.report.site_table import COLUMNS, PROTOCOL_NAMES, anchor, legend, rows
 from robench.report.summary import DEFAULT_PROTOCOL, attacked_labels, summarise
@@ -61,6 +61,7 @@ def write(run_dirs: Sequence[Path], to: Path) -> Path:
 
 def _pages(raw: pd.DataFrame, config: dict, plots: list, report: str, csv: str) -> dict[str, dict]:
     """What each page's template shows: ``{file: values}``, every text from the markdown page's code."""
+    raw = corruption_page.split(raw)[0]  # corruptions: their section of report.html, not the attack table
     labels, dataset = attacked_labels(config), config.get("dataset") or {}
     classes, malignant = dataset.get("classes"), dataset.get("malignant") or ()
     notes, footnotes = flags.annotate(flags.check(raw, n_classes=len(classes) if classes else None, labels=labels))
@@ -70,7 +71,7 @@ def _pages(raw: pd.DataFrame, config: dict, plots: list, report: str, csv: str) 
     markdown = _markdown()
     return {
         "index.html": {
-            "header": markdown.render(leaderboard.header(config)), "plots": plots,
+            "header": markdown.render(page_header.header(config)), "plots": plots,
             "columns": COLUMNS, "rows": rows(board, notes, set(recall)),
             "filters": _filters(board, config.get("protocol") or DEFAULT_PROTOCOL),
             "legend": markdown.render(legend(board)), "footnotes": markdown.render("\n\n".join(footnotes)),
