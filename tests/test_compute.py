@@ -53,7 +53,8 @@ def _grid(capsys, tmp_path, name, *extra, strategies="full,linear_probe"):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--device", "cuda"], "--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto"),
     (["--device", "tpu"], "unknown device 'tpu': use auto, cpu or cuda"),
-    (["--executor", "ray", "--ray-gpus-per-task", "0.5"], "--ray-gpus-per-task 0.5 needs a CUDA device"),
+    (["--executor", "ray", "--ray-gpus-per-task", "0.5", "--device", "cpu"], "--ray-gpus-per-task 0.5 needs a CUDA device"),
+    (["--executor", "ray", "--ray-gpus-per-task", "2"], "--ray-gpus-per-task 2: give the share of one GPU"),
     (["--ray-address", "auto"], "--ray-address and --ray-gpus-per-task need --executor ray"),
 ])
 def test_options_that_do_not_fit_this_machine_are_one_line(capsys, tmp_path, flags, message):
@@ -125,8 +126,11 @@ def test_channels_last_feeds_the_patch_embedding_channels_last_and_trains_the_sa
         models.append(model)
     plain, channels_last = (m.state_dict() for m in models)
     assert list(plain) == list(channels_last)
+    # Same up to float rounding, which Adam can magnify: it divides each step by the gradient's running size,
+    # so an element whose gradient is near 0 (a bias, here) moves by up to lr whatever the rounding; 6 steps of
+    # lr 1e-3 move an element by up to 6e-3, and the layouts differed by 5.6e-5 at most (a CPU with AVX-512).
     for name in plain:
-        torch.testing.assert_close(plain[name], channels_last[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(plain[name], channels_last[name], rtol=1e-4, atol=1e-4, msg=name)
 
 
 # --- torch.compile ----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import json
 import platform
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -67,9 +69,45 @@ def test_a_grid_on_ray_gives_the_rows_of_the_sequential_run(capsys, tmp_path, mo
     assert {r["node"] for r in local} == {platform.node()} and all("(ray node " in r["node"] for r in on_ray)
     assert len(list((tmp_path / "ray" / "checkpoints").glob("*.safetensors"))) == 4  # written by the tasks
     config = json.loads((tmp_path / "ray" / "config.json").read_text())
-    assert config["execution"]["executor"] == "ray" and config["execution"]["ray_gpus_per_task"] == 0.0
+    # --device auto: each task's GPU share is Ray's to decide (none on this CPU cluster), its device its node's
+    assert config["execution"]["executor"] == "ray" and config["execution"]["ray_gpus_per_task"] is None
+    assert {r["device"] for r in on_ray} == {r["device"] for r in local} == {"cpu"}
     trials = json.loads((tmp_path / "tuned" / "config.json").read_text())["tuning"]["strategies"]["linear_probe"]["trials"]
     assert len(trials) == 4 and len({trial["params"]["lr"] for trial in trials}) == 4  # each worker's sampler its own seed
+
+
+@pytest.mark.slow  # starts Ray (16 s or more)
+def test_on_a_cluster_with_gpus_each_task_asks_for_one_unless_told_otherwise():
+    """A CPU driver with --device auto decides no GPU share: Ray gives every task a GPU where its cluster
+    has some (declared here: this machine has none to compute on), and none where told 0."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="error")
+    try:
+        auto = list(executors.Ray(gpus_per_task=None)(gpu_ids, [()], {}))
+        none = list(executors.Ray(gpus_per_task=0.0)(gpu_ids, [()], {}))
+    finally:
+        ray.shutdown()
+    assert [len(f.rows[0]["gpus"]) for f in auto] == [1] and [f.rows[0]["gpus"] for f in none] == [[]]
+
+
+def gpu_ids() -> list[dict]:
+    """A Ray task's work that reports the GPUs Ray gave it."""
+    import ray
+
+    return [{"gpus": list(ray.get_gpu_ids())}]
+
+
+def test_with_device_auto_a_task_computes_on_the_device_its_own_node_sees(monkeypatch):
+    """The driver planned on its CPU; a task on a node whose torch sees a GPU trains and attacks there,
+    and says so in its rows. A device the run named is kept."""
+    config = runner.RunConfig(dataset="synthetic", backbone=SimpleNamespace(weights=None), strategies=[], attacks=[],
+                              eps=[0.01], seeds=[0], out=Path("."), leaderboard_dir=None, name="t", train_precision="fp32")
+    plan = runner.Plan([], [], None, config, torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # this node's torch sees a GPU
+    seen = executors._run_cell(lambda *cell, plan: [{"device_in_work": plan.device.type}], (None, 0), {"plan": plan})
+    assert seen == [{"device_in_work": "cuda", "node": platform.node(), "device": "cuda"}]
+    named = {"plan": plan._replace(config=replace(config, device="cpu"))}
+    assert executors._run_cell(lambda *cell, plan: [{"device_in_work": plan.device.type}], (None, 0), named)[0]["device"] == "cpu"
 
 
 def torch_threads() -> list[dict]:

@@ -100,6 +100,7 @@ ROW_FIELDS = (
     "attack_source",  # a transfer attack's surrogate: "pretrained" or the strategy label it was crafted on
     "eps",
     "node",  # the machine that computed the row: its host name, and on Ray the node (robench.pipeline.executors)
+    "device",  # the device that computed it ("cpu", "cuda"): on Ray with --device auto, each task's own
     *MODEL_METRICS,
     *CELL_METRICS,
     "reliability",  # the clean row's reliability diagram: per confidence bin its count, accuracy and mean confidence

@@ -77,7 +77,7 @@ _NUMBER_OR_NULL = (int, float, None)
 ROW = {
     "strategy": Required(str), "seed": Required(int), "attack": Required(str), "eps": Required(Within(0, math.inf)),
     "status": Required(str), "error": TEXT, "strategy_name": TEXT, "defense": TEXT, "attack_name": TEXT,
-    "attack_family": TEXT, "attack_norm": TEXT, "attack_source": TEXT, "node": TEXT,
+    "attack_family": TEXT, "attack_norm": TEXT, "attack_source": TEXT, "node": TEXT, "device": TEXT,
     **dict.fromkeys(("n_test", "n_attacked", "n_clean_correct", "epochs", "best_epoch", "escalated", "escalation_fooled",
                      "escalation_rounds"), _NUMBER_OR_NULL),
     **dict.fromkeys(("clean_acc", "clean_bacc", "majority_acc", "attack_clean_acc", "robust_acc", "robust_bacc"), FRACTION),

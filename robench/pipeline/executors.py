@@ -16,11 +16,12 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from robench.errors import RobenchError
+from robench.pipeline import compute
 
 EXECUTORS = ("local", "ray")
 Work = Callable[..., Iterable[dict]]  # work(*cell, **context) -> the cell's rows
@@ -38,9 +39,10 @@ class Finished:
 def local(work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
     """Run the cells one after another in this process. Rows stream out while ``work`` yields
     them, so a crash loses at most the row being computed."""
-    node = node_name()
+    device = getattr(context.get("plan"), "device", None)
+    made_here = {"node": node_name()} | ({"device": str(device)} if device is not None else {})
     for cell in cells:
-        yield Finished(cell, (row | {"node": node} for row in work(*cell, **context)))
+        yield Finished(cell, (row | made_here for row in work(*cell, **context)))
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Ray:
     """
 
     address: str | None = None
-    gpus_per_task: float = 0.0
+    gpus_per_task: float | None = 0.0  # None: one GPU per task where the cluster has GPUs (--device auto, see gpus_per_task)
     threads: int = 1  # each task's CPU request and torch thread count (--threads)
 
     def __call__(self, work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
@@ -76,8 +78,9 @@ class Ray:
         pending = {}
         try:
             shared = ray.put(context)
+            gpus = self.gpus_per_task if self.gpus_per_task is not None else float(ray.cluster_resources().get("GPU", 0) >= 1)
             # one retry: a worker or node lost mid-task gets a second chance before its cells are failed
-            task = ray.remote(_run_cell).options(num_cpus=self.threads, num_gpus=self.gpus_per_task, max_retries=1)
+            task = ray.remote(_run_cell).options(num_cpus=self.threads, num_gpus=gpus, max_retries=1)
             pending = {task.remote(work, cell, shared, self.threads): cell for cell in cells}
             while pending:
                 [ready], _ = ray.wait(list(pending), num_returns=1)
@@ -97,7 +100,9 @@ class Ray:
 
 def _run_cell(work: Work, cell: tuple, context: dict, threads: int = 1) -> list[dict]:
     """The body of a Ray task (Ray resolves ``context`` from the object store before the call):
-    ``threads`` torch threads, the CPUs the task reserved; every row names the node that made it.
+    ``threads`` torch threads, the CPUs the task reserved; with ``--device auto`` the device is the one
+    this node sees (a CUDA GPU Ray gave the task, else the CPU), not the driver's; every row names the
+    node and the device that made it.
 
     Numpy arrays from the object store are read-only views of shared memory; the work only
     reads them, so torch's warning on turning one into a tensor is noise.
@@ -109,7 +114,26 @@ def _run_cell(work: Work, cell: tuple, context: dict, threads: int = 1) -> list[
         raise RobenchError(f"--weights {weights} is not on Ray node {node}: put the file at the same path on every node "
                            "(a shared filesystem), or run where it is")
     torch.set_num_threads(threads)
-    return [row | {"node": node} if isinstance(row, dict) else row for row in work(*cell, **context)]
+    if "plan" in context:
+        context = context | {"plan": on_this_node(context["plan"])}
+    device = getattr(context.get("plan"), "device", None)
+    made_here = {"node": node} | ({"device": str(device)} if device is not None else {})
+    return [row | made_here if isinstance(row, dict) else row for row in work(*cell, **context)]
+
+
+def on_this_node(plan):
+    """``plan`` with the device this process sees where the run asked for ``--device auto`` and the
+    driver decided another (a CPU head with GPU workers); the precisions are re-read for it (bf16
+    only where the device computes it natively). A device the run named stays."""
+    config = plan.config
+    if getattr(config, "device", None) != "auto":
+        return plan
+    here = compute.resolve_device("auto")
+    if here == plan.device:
+        return plan
+    return plan._replace(device=here, config=replace(
+        config, train_precision=compute.resolve_precision(config.train_precision, here, "--train-precision"),
+        attack_precision=compute.resolve_attack_precisions(config.attack_precision, here)))
 
 
 def node_name() -> str:
@@ -144,23 +168,25 @@ def choose(name: str, address: str | None, gpus_per_task: float | None, threads:
         return local
     if name == "ray":
         import_ray()
-        return Ray(address, gpus_per_task or 0.0, threads)
+        return Ray(address, gpus_per_task, threads)
     raise RobenchError(f"unknown executor {name!r}: use {' or '.join(EXECUTORS)}")
 
 
-def gpus_per_task(name: str, given: float | None, device: torch.device) -> float | None:
-    """The share of a GPU each Ray task reserves: 1 by default on CUDA (one model per GPU), 0 on a CPU."""
+def gpus_per_task(name: str, given: float | None, device: torch.device, asked: str = "cpu") -> float | None:
+    """The share of a GPU each Ray task reserves: 1 by default on CUDA (one model per GPU), 0 on a CPU.
+    With ``--device auto`` on a driver without a GPU, None unless given: Ray decides once it has
+    started, one GPU per task where its cluster has GPUs (the workers' device is theirs, on_this_node)."""
     if name != "ray":
+        return given
+    if given is not None and not 0 < given <= 1:
+        raise RobenchError(f"--ray-gpus-per-task {given:g}: give the share of one GPU a model needs, in (0, 1], e.g. 0.25 for four models per GPU")
+    if asked == "auto" and device.type != "cuda":
         return given
     if device.type != "cuda":
         if given:
             raise RobenchError(f"--ray-gpus-per-task {given:g} needs a CUDA device and this run is on {device.type}: drop it or use --device cuda")
         return 0.0
-    if given is None:
-        return 1.0
-    if not 0 < given <= 1:
-        raise RobenchError(f"--ray-gpus-per-task {given:g}: give the share of one GPU a model needs, in (0, 1], e.g. 0.25 for four models per GPU")
-    return given
+    return 1.0 if given is None else given
 
 
 def import_ray():

@@ -186,7 +186,7 @@ def settle(config: RunConfig, device: torch.device) -> RunConfig:
         config,
         train_precision=compute.resolve_precision(config.train_precision, device, "--train-precision"),
         attack_precision=compute.resolve_attack_precisions(config.attack_precision, device),
-        ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device),
+        ray_gpus_per_task=executors.gpus_per_task(config.executor, config.ray_gpus_per_task, device, config.device),
         out=Path(config.out).absolute(),
         eps=list(dict.fromkeys(config.eps)),  # 0.01, 1/100 and 0.010 are one eps: one row, not three alike
         threads=threads.choose(config.threads),
