@@ -77,16 +77,23 @@ def test_the_issue_command_writes_transfer_and_corruption_rows(tmp_path):
     assert "clean ECE" in (tmp_path / "run" / "leaderboard.md").read_text()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--corruptions", "gausian_noise"], "unknown corruption 'gausian_noise': did you mean gaussian_noise"),
-    (["--corruptions", "all", "--severities", "0,3"], "severity 0 is outside 1-5"),
-    (["--corruptions", "gaussian_noise", "--severities", "two"], "--severities 'two': give whole numbers"),
+@pytest.mark.parametrize("options, message", [
+    (dict(corruptions="gausian_noise"), "unknown corruption 'gausian_noise': did you mean gaussian_noise"),
+    (dict(corruptions="all", severities="0,3"), "severity 0 is outside 1-5"),
+    (dict(corruptions="gaussian_noise", severities="two"), "--severities 'two': give whole numbers"),
 ])
-def test_bad_corruption_input_is_one_line_and_exit_2(tmp_path, flags, message):
+def test_bad_corruption_input_is_one_line_before_training(tmp_path, options, message):
+    with pytest.raises(RobenchError, match=message) as refused:
+        robench.run(attacks="fgsm", out=tmp_path / "run", **LIGHT | options)
+    assert "\n" not in str(refused.value) and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_command_line_refuses_a_corruption_in_one_line_and_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "robench", "run", "--dataset", "synthetic", "--strategies", "linear_probe",
-                           "--attacks", "fgsm", "--out", str(tmp_path / "run"), *flags], capture_output=True, text=True)
-    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "checkpoints").exists()
+                           "--attacks", "fgsm", "--corruptions", "gausian_noise", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "did you mean gaussian_noise" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_missing_medmnistc_says_how_to_install_it_before_training(tmp_path, monkeypatch):
