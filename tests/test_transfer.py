@@ -101,6 +101,8 @@ def test_a_source_strategy_gives_a_matrix_with_its_diagonal_white_box(tmp_path):
     page = results.leaderboard.read_text()
     assert "## Transfer attacks" in page and "| target" in page and "from pretrained" in page and "from full" in page
     assert page.count(" (w) |") == 2
+    paired = page.split("## Paired comparisons", 1)[1].split("\n## ", 1)[0]
+    assert "transfer(source=full)@0.02" not in paired  # full's own cell is white box: no black-box pair is left to test
 
 
 def test_a_transfer_attack_that_fools_white_box_survivors_is_flagged():

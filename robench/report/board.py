@@ -9,7 +9,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from robench.attack import CLEAN
+from robench.attack import CLEAN, TRANSFER
 from robench.core.metrics import eps_label
 from robench.report import rankable, uncertainty
 from robench.report.summary import (
@@ -131,7 +131,8 @@ class Board:
         notice = (f"The reference {reference} is not ranked (see \"Not ranked\" under the main table), so no paired "
                   "comparison uses it: each column is compared with its best ranked strategy." if reference in self.not_ranked.why
                   else "")
-        found = uncertainty.against_the_best(self.frame, self.labels, compared, self.columns, reference, candidates)
+        found = uncertainty.against_the_best(_without_self_transfer(self.frame), self.labels, compared, self.columns,
+                                             reference, candidates)
         return uncertainty.paired_section(found, compared, self.columns, notice) or notice
 
     def params(self, strategy: str) -> str:
@@ -199,6 +200,14 @@ class Board:
             f"- majority class (always answering the training split's most frequent class): {majority_text}\n"
             f"- chance balanced accuracy (also the majority class's): {chance}"
         )
+
+def _without_self_transfer(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows without a transfer attack's white-box cells (crafted on the model itself): in a transfer
+    column they are another threat, so the paired tests of that column compare the black-box cells only."""
+    if "attack_family" not in frame or "attack_black_box" not in frame:
+        return frame
+    return frame[~((frame["attack_family"] == TRANSFER) & (frame["attack_black_box"] == False))]  # noqa: E712
+
 
 def ranked(strategies: list[str], summary: pd.DataFrame, unranked: Collection[str] = ()) -> list[str]:
     """Best first by the headline number: worst-case robust accuracy over all attacked images,
