@@ -88,12 +88,13 @@ def test_bad_corruption_input_is_one_line_before_training(tmp_path, options, mes
     assert "\n" not in str(refused.value) and not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_the_command_line_refuses_a_corruption_in_one_line_and_exit_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "robench", "run", "--dataset", "synthetic", "--strategies", "linear_probe",
-                           "--attacks", "fgsm", "--corruptions", "gausian_noise", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True)
-    assert done.returncode == 2 and "did you mean gaussian_noise" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run" / "checkpoints").exists()
+def test_the_command_line_refuses_a_corruption_in_one_line_before_torch_loads(tmp_path):
+    script = ("import sys\nfrom robench.cli import main\ncode = main(['run', '--dataset', 'synthetic', '--corruptions', "
+              f"'gausian_noise', '--out', {str(tmp_path / 'run')!r}])\nprint('exit', code, 'torch imported:', 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "exit 2 torch imported: False"
+    assert done.stderr.startswith("robench: error: unknown corruption 'gausian_noise': did you mean gaussian_noise")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
 def test_missing_medmnistc_says_how_to_install_it_before_training(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from robench.cli.parser import DEFAULT_BACKBONE, _run_parser, build_parser
+from robench.core import corruption_names
 from robench.errors import RobenchError
 
 
@@ -19,6 +20,7 @@ def cmd_run(args, argv) -> int:
         return cmd_presets(argparse.Namespace(preset=None), argv)
     # a mistyped name is answered from the cached listing, before torch and the plugins load
     refuse_unknown({"strategy": args.strategies, "attack": args.attacks, "defense": args.defenses, "dataset": args.dataset})
+    corruption_names.refuse(corruption_names.expand(args.corruptions), parse_severities(args.severities))
     from robench.pipeline.runner import run
 
     config = config_from_args(args, argv)
@@ -107,7 +109,7 @@ def config_from_args(args, argv):
         attacks=parse_specs(args.attacks, "attack") if args.attacks.strip() else [],
         eps=parse_eps(args.eps),
         seeds=parse_seeds(args.seeds),
-        corruptions=corruption_names(args.corruptions),
+        corruptions=corruption_names.expand(args.corruptions),
         severities=parse_severities(args.severities),
         recipe_overrides={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
         attack_batch_size=args.attack_batch_size,
@@ -206,12 +208,6 @@ def parse_eps(text: str) -> list[float]:
     if not values:
         raise RobenchError("--eps is empty: give at least one value, e.g. --eps 0.01,0.02")
     return values
-
-
-def corruption_names(text: str | None) -> list[str]:
-    from robench.pipeline.corruptions import expand
-
-    return expand(text)
 
 
 def parse_severities(text) -> list[int]:

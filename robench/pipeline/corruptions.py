@@ -28,39 +28,22 @@ import numpy as np
 import torch
 from PIL import Image
 
+from robench.core.corruption_names import ALL, FAMILY, NAMES, SEVERITIES, expand, refuse  # noqa: F401  (this module's API too)
 from robench.core.metrics import robust_metrics
-from robench.errors import RobenchError, did_you_mean
+from robench.errors import RobenchError
 from robench.pipeline.calibration import calibration
 from robench.pipeline.evaluate import logits_of
 
-FAMILY = "corruption"  # the attack_family of a corruption row
 NORM = "severity"  # its attack_norm: the eps column holds a severity, never combined with an attack's eps
-SEVERITIES = (1, 2, 3, 4, 5)
 PARAMETERS = "dermamnist"  # MedMNIST-C's parameters for dermatoscopy
-# MedMNIST-C 0.1's dermatology corruptions, named here so that a typo is refused before the package loads
-NAMES = ("pixelate", "jpeg_compression", "gaussian_noise", "speckle_noise", "impulse_noise", "shot_noise", "defocus_blur",
-         "motion_blur", "zoom_blur", "brightness_up", "brightness_down", "contrast_up", "contrast_down", "black_corner",
-         "characters")
-ALL = "all"
 INSTALL = 'pip install "robench[corruptions]" (MedMNIST-C; its motion blur needs ImageMagick: apt-get install libmagickwand-6.q16-6)'
 
 
 def check(names: list[str], severities: list[int]) -> None:
-    """Refuse an unknown corruption, a severity outside 1-5 or a missing ``medmnistc``, in one line."""
-    for name in names:
-        if name not in NAMES:
-            raise RobenchError(f"unknown corruption {name!r}: {did_you_mean(name, NAMES)}use {ALL} or some of {', '.join(NAMES)}")
-    for severity in severities:
-        if severity not in SEVERITIES:
-            raise RobenchError(f"severity {severity} is outside 1-5: MedMNIST-C defines five severities, e.g. --severities 1,3,5")
+    """Refuse an unknown corruption, a severity outside 1-5 or a MedMNIST-C that does not load, in one line."""
+    refuse(names, severities)
     if names:
         corruptions()
-
-
-def expand(text: str | None) -> list[str]:
-    """``--corruptions``: names separated by commas, or ``all``."""
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    return list(NAMES) if names == [ALL] else names
 
 
 def corruptions() -> dict:

@@ -19,7 +19,7 @@ from robench.core import progress, results
 from robench.core.metrics import eps_label, majority_accuracy
 from robench.core.names import refuse_link
 from robench.errors import RobenchError
-from robench.pipeline import checkpoints, executors, features, resume, threads, tuning
+from robench.pipeline import checkpoints, corruptions, executors, features, resume, threads, tuning
 from robench.pipeline.fingerprint import run_settings
 from robench.pipeline.limits import check_image_size
 from robench.pipeline.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model, train_trial  # noqa: F401,E501
@@ -148,7 +148,12 @@ def _summary_line(label: str, seed: int, rows: list[dict]) -> str:
     if not ok:
         return f"{label} seed {seed}: FAILED ({rows[0]['error'] if rows else 'no rows'})"
     clean = ok[0]
-    attacked = ", ".join(f"{r['attack']}@{eps_label(r['eps'])} {100 * r['robust_acc']:.1f}%" for r in ok if r["attack"] != CLEAN)
+    shifted = [r for r in ok if r.get("attack_family") == corruptions.FAMILY]
+    attacked = ", ".join(f"{r['attack']}@{eps_label(r['eps'])} {100 * r['robust_acc']:.1f}%" for r in ok
+                         if r["attack"] != CLEAN and r not in shifted)
+    worst = min(shifted, key=lambda r: r["robust_acc"]) if shifted else None
     failed = len(rows) - len(ok)
     return (f"{label} seed {seed}: clean acc {100 * clean['clean_acc']:.1f}%, balanced {100 * clean['clean_bacc']:.1f}%"
-            + (f"; robust {attacked}" if attacked else "") + (f"; {failed} cells failed" if failed else ""))
+            + (f"; robust {attacked}" if attacked else "")
+            + (f"; {len(shifted)} corruption cells, lowest {worst['attack']}@{worst['eps']:g} {100 * worst['robust_acc']:.1f}%"
+               if worst else "") + (f"; {failed} cells failed" if failed else ""))

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from robench.attack import CLEAN
+from robench.core.corruption_names import FAMILY
 from robench.core.names import markdown_table
 from robench.report import per_class, uncertainty
 from robench.report.worst_case import worst_case_rows
 
-FAMILY = "corruption"  # robench.pipeline.corruptions.FAMILY, not imported: that module imports torch and MedMNIST-C
 WORST = "worst corruption"
 
 
