@@ -71,6 +71,7 @@ def test_a_site_of_hostile_run_files_makes_no_network_request(tmp_path, monkeypa
     assert any(src.endswith(".png") and "://" not in src for src in loaded), loaded  # its own plots still show
 
 
+@pytest.mark.slow  # 13 s: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_a_command_cannot_close_its_fence_and_directional_controls_are_shown_escaped(tmp_path, monkeypatch):
     """Issue 24, family 1: a line of three backquotes in the command ended the page's code block, and a
     class named with U+202E (right-to-left override) showed itself and what followed it backwards."""

@@ -66,6 +66,7 @@ def test_config_file_runs_with_typed_flags_winning(tmp_path, monkeypatch, capsys
     assert "--quiet" in command and "--split-seed" not in command  # untouched defaults stay out
 
 
+@pytest.mark.slow  # 10 s: default pytest under 4 min on 2 cores; CI runs it with -m slow
 def test_preset_runs_with_flags_overriding_it(tmp_path, capsys):
     # the CPU smoke preset, pointed at the offline synthetic data and the micro ViT
     code, _, err = run_cli(capsys, "run", "--preset", "ham10000-cpu-smoke", "--dataset", "synthetic",

@@ -268,10 +268,11 @@ def _builtin(name):
 
 @pytest.mark.parametrize(("change", "message"), [
     (["--split-seed", "1"], "holds results with --split-seed 0, this command has 1"),
-    # each case a whole run (about 10 s): two in the default tests, the others with -m slow
+    # each case a whole run (about 10 s): one in the default tests, the others with -m slow
     pytest.param(["--subset", "300"], "holds results with --subset 200, this command has 300", marks=pytest.mark.slow),
     pytest.param(["--image-size", "48"], "holds results with --image-size 32, this command has 48", marks=pytest.mark.slow),
-    (["--epochs", "3"], "holds results of strategy 'linear_probe' trained with another recipe (epochs 2 -> 3"),
+    pytest.param(["--epochs", "3"], "holds results of strategy 'linear_probe' trained with another recipe (epochs 2 -> 3",
+                 marks=pytest.mark.slow),
     pytest.param(["--lr", "0.5"], "(lr 0.014 -> 0.5;", marks=pytest.mark.slow),
 ])
 def test_resuming_with_incomparable_settings_refuses_in_one_line(capsys, tmp_path, change, message):
@@ -285,7 +286,7 @@ def test_resuming_with_incomparable_settings_refuses_in_one_line(capsys, tmp_pat
     assert (tmp_path / "run" / RESULTS_FILE).read_bytes() == before
 
 
-@pytest.mark.parametrize("damage", ["older format", "no config"])
+@pytest.mark.parametrize("damage", [pytest.param("older format", marks=pytest.mark.slow), "no config"])  # a run each, 12 s
 def test_a_run_dir_of_an_incompatible_robench_is_not_resumed(capsys, tmp_path, damage):
     argv = ["run", *FAST, "--strategies", "linear_probe", "--attacks", "fgsm", "--eps", "0.01",
             "--out", str(tmp_path / "run"), "--leaderboard-dir", str(tmp_path)]
