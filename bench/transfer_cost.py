@@ -44,10 +44,10 @@ def main(n_models: int = 4) -> None:
     runs = iter(range(10**6))
 
     def transfer_cell():  # the first model crafts and writes; the others read; each answers the examples
-        path = transfer.examples_path(folder, "transfer", next(runs), {})
+        paths = {EPS: transfer.examples_path(folder, "transfer", next(runs), EPS, {})}
         for _ in targets:
-            made = transfer.examples(path, {}, Transfer(), lambda: surrogate, images, labels, [EPS], BATCH, "cpu",
-                                     reseed=lambda: torch.manual_seed(0))
+            made = transfer.examples(paths, {}, Transfer(), lambda: surrogate, images, labels, BATCH, "cpu",
+                                     reseed=lambda eps: torch.manual_seed(0))
             transfer_sweep(surrogate, made, labels, labels, probs, BATCH, "cpu")
 
     def pgd_cell_and_forwards():  # one PGD-10 cell, then N forward passes of the images

@@ -36,7 +36,7 @@ def test_craft_stays_in_the_ball_and_pushes_the_surrogate_off(trained):
         Transfer(steps=0)
 
 
-def test_examples_are_crafted_once_then_read_whoever_asks(trained, tmp_path):
+def test_examples_are_crafted_once_per_eps_then_read_whoever_asks(trained, tmp_path):
     model, x, y = trained
     images = (x * 255).round().to(torch.uint8)
     calls = []
@@ -45,14 +45,33 @@ def test_examples_are_crafted_once_then_read_whoever_asks(trained, tmp_path):
         calls.append(1)
         return model
 
-    args = dict(attack=Transfer(steps=3), surrogate=surrogate, images=images, labels=y, eps_values=[0.02, 0.04],
-                batch_size=32, device="cpu", reseed=lambda: torch.manual_seed(0))
-    path = transfer.examples_path(tmp_path, "transfer(source=pretrained)", 0, {"k": 1})
-    first = transfer.examples(path, {"k": 1}, **args)
-    again = transfer.examples(path, {"k": 1}, **args)
-    assert len(calls) == 1 and all(torch.equal(first[e], again[e]) for e in first)
-    other = transfer.examples(path, {"k": 2}, **args)  # another key (another surrogate, eps, images): crafted anew
-    assert len(calls) == 2 and all(torch.equal(first[e], other[e]) for e in first)  # same seed, same surrogate
+    def made(folder, eps_values, key=None):
+        key = key or {"k": 1}
+        paths = {eps: transfer.examples_path(folder, "transfer(source=pretrained)", 0, eps, key) for eps in eps_values}
+        return transfer.examples(paths, key, Transfer(steps=3), surrogate, images, y, 32, "cpu",
+                                 reseed=lambda eps: torch.manual_seed(transfer.eps_seed(0, eps)))
+
+    first = made(tmp_path / "a", [0.02])
+    assert len(calls) == 1 and torch.equal(made(tmp_path / "a", [0.02])[0.02], first[0.02]) and len(calls) == 1
+    extended = made(tmp_path / "a", [0.02, 0.04])  # a resumed run that adds an eps: the old one's examples stay
+    assert len(calls) == 2 and torch.equal(extended[0.02], first[0.02])
+    alone = made(tmp_path / "b", [0.04])  # an eps's examples depend on the seed and that eps alone
+    assert torch.equal(alone[0.04], extended[0.04])
+    made(tmp_path / "a", [0.02], key={"k": 2})  # another key (surrogate, attack, images): another file, crafted anew
+    assert len(calls) == 4
+
+
+def test_the_first_published_examples_are_the_ones_every_model_reads(trained, tmp_path):
+    """Two processes (two Ray nodes) that crafted at once publish without replacing: both answer the first file."""
+    model, x, y = trained
+    key, images = {"k": 1}, (x * 255).round().to(torch.uint8)
+    path = transfer.examples_path(tmp_path, "transfer", 0, 0.02, key)
+    path.parent.mkdir(parents=True)
+    first = torch.full_like(x, 0.5)
+    transfer._publish(path, first, key | {"eps": 0.02})
+    transfer._publish(path, torch.zeros_like(x), key | {"eps": 0.02})  # the later one does not replace it
+    found = transfer.examples({0.02: path}, key, Transfer(steps=2), lambda: model, images, y, 32, "cpu", reseed=lambda eps: None)
+    assert torch.equal(found[0.02], first) and not list(tmp_path.rglob("*.partial"))
 
 
 def test_a_transfer_row_answers_the_examples_on_the_clean_correct_images(trained):

@@ -17,7 +17,7 @@ ALL = "all"
 
 def expand(text: str | None) -> list[str]:
     """``--corruptions``: names separated by commas, or ``all``."""
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))  # one cell per name
     return list(NAMES) if names == [ALL] else names
 
 

@@ -124,14 +124,16 @@ def _run_cell(work: Work, cell: tuple, context: dict, threads: int = 1) -> list[
 def on_this_node(plan):
     """``plan`` with the device this process sees where the run asked for ``--device auto`` and the
     driver decided another (a CPU head with GPU workers); the precisions are re-read for it (bf16
-    only where the device computes it natively). A device the run named stays."""
+    only where the device computes it natively, else fp32: a CPU driver's settled fp32 stays fp32 on a
+    GPU worker). A device the run named stays."""
     config = plan.config
     if getattr(config, "device", None) != "auto":
         return plan
     here = compute.resolve_device("auto")
     if here == plan.device:
         return plan
-    return plan._replace(device=here, config=replace(
+    attacks = [replace(a, precision=compute.resolve_precision(a.precision, here, "--attack-precision")) for a in plan.attacks]
+    return plan._replace(device=here, attacks=attacks, config=replace(
         config, train_precision=compute.resolve_precision(config.train_precision, here, "--train-precision"),
         attack_precision=compute.resolve_attack_precisions(config.attack_precision, here)))
 
@@ -174,13 +176,13 @@ def choose(name: str, address: str | None, gpus_per_task: float | None, threads:
 
 def gpus_per_task(name: str, given: float | None, device: torch.device, asked: str = "cpu") -> float | None:
     """The share of a GPU each Ray task reserves: 1 by default on CUDA (one model per GPU), 0 on a CPU.
-    With ``--device auto`` on a driver without a GPU, None unless given: Ray decides once it has
-    started, one GPU per task where its cluster has GPUs (the workers' device is theirs, on_this_node)."""
+    With ``--device auto``, None unless given: Ray decides once it has started, one GPU per task where
+    its cluster has GPUs, none where it has none (each worker's device is its own, on_this_node)."""
     if name != "ray":
         return given
     if given is not None and not 0 < given <= 1:
         raise RobenchError(f"--ray-gpus-per-task {given:g}: give the share of one GPU a model needs, in (0, 1], e.g. 0.25 for four models per GPU")
-    if asked == "auto" and device.type != "cuda":
+    if asked == "auto":
         return given
     if device.type != "cuda":
         if given:

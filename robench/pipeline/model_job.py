@@ -45,9 +45,12 @@ def lost_model_rows(plan: Plan, strategy: Planned, seed: int, done, error: BaseE
     base = _model_fields(strategy, seed)
     cells = [(CLEAN, CLEAN, 0.0)] + [(a.label, a.plugin.name, eps) for a in attacks for eps in config.eps]
     cells += [(label, escalation.ESCALATION, eps) for label, _ in _escalations(config, attacks) for eps in config.eps]
-    cells += [(name, name, float(severity)) for name, severity in _corruption_cells(config)]
-    return [base | _failure(error, attack=label, attack_name=name, eps=eps)
+    by_label = {a.label: a for a in attacks}
+    lost = [base | _failure(error, attack=label, attack_name=name, eps=eps)
+            | (transfer.row_fields(plan, by_label[label], strategy) if label in by_label else {})
             for label, name, eps in cells if resume.cell(strategy.label, seed, label, eps) not in done]
+    return lost + [base | corruptions.fields(name, severity) | _failure(error) for name, severity in _corruption_cells(config)
+                   if resume.cell(strategy.label, seed, name, float(severity)) not in done]
 
 
 def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, settings: dict,
@@ -112,7 +115,7 @@ def run_model(plan: Plan, strategy: Planned, seed: int, prepared: Prepared, sett
             if isinstance(attack.plugin, TransferAttack):
                 crafted = transfer.examples_for(plan, attack, seed, prepared, settings, test_images, test_labels,
                                                 train=lambda source: train_model(plan, source, seed, prepared, settings)[0],
-                                                reseed=lambda: seed_everything(seed))
+                                                reseed=seed_everything)
                 metrics = transfer_sweep(model, crafted, test_labels, clean_preds, clean_probs, config.attack_batch_size, device)
             else:
                 metrics = attack_sweep(model, attack.plugin, config.eps, test_images, test_labels, clean_preds,

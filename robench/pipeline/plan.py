@@ -127,9 +127,11 @@ def plan(config: RunConfig) -> Plan:
             raise RobenchError(f"eps {value} is outside [0, 1]: eps is in pixel units, e.g. 0.01 or 2/255")
     strategies = [_strategy(registry, spec, config.recipe_overrides) for spec in config.strategies]
     precisions = config.attack_precision
+    # a transfer attack is crafted and answered in fp32 whatever --attack-precision says: no bf16 twin of it
     attacks = [Planned(compute.attack_label(spec.label, precision, precisions), plugin, precision=precision)
                for spec in config.attacks for plugin in [resolve(registry, "attack", spec)[0]]
-               for precision in precisions.split(",")]
+               for precision in (["fp32"] if isinstance(plugin, TransferAttack) and "fp32" in precisions.split(",")
+                                 else precisions.split(","))]
     refuse_duplicates([p.label for p in strategies], "strategy")
     refuse_duplicates([p.label for p in attacks], "attack")
     for attack in attacks:

@@ -20,7 +20,7 @@ from robench.attack import CLEAN, MINIMAL
 from robench.core import results
 from robench.core.comparable import first_difference, merge_configs, show
 from robench.errors import RobenchError
-from robench.pipeline import checkpoints, features
+from robench.pipeline import checkpoints, features, transfer
 
 LOCK_FILE = ".robench.lock"
 
@@ -72,7 +72,7 @@ def start(out: Path, new: dict) -> dict:
     """
     out = Path(out)
     results.drop_torn_tail(out)
-    for partial in [path for folder in (".", checkpoints.FOLDER, features.FOLDER) for path in (out / folder).glob(".*.partial")]:
+    for partial in [path for folder in (".", checkpoints.FOLDER, features.FOLDER, transfer.FOLDER) for path in (out / folder).glob(".*.partial")]:
         partial.unlink()  # left by a killed run; no other run writes here while we hold the lock
     if not results.read_rows(out):
         return new

@@ -19,7 +19,7 @@ from robench.core import progress, results
 from robench.core.metrics import eps_label, majority_accuracy
 from robench.core.names import refuse_link
 from robench.errors import RobenchError
-from robench.pipeline import checkpoints, corruptions, executors, features, resume, threads, tuning
+from robench.pipeline import checkpoints, corruptions, executors, features, resume, threads, transfer, tuning
 from robench.pipeline.fingerprint import run_settings
 from robench.pipeline.limits import check_image_size
 from robench.pipeline.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model, train_trial  # noqa: F401,E501
@@ -139,7 +139,7 @@ def unlearned(out: Path, strategies: list[str]) -> list[str]:
 def refuse_links(out: Path) -> None:
     """Before anything trains: none of the files and folders a run writes in ``out`` is a symbolic link
     (a linked checkpoints/ or results.jsonl would make it write outside ``out``)."""
-    for name in (results.RESULTS_FILE, results.CONFIG_FILE, checkpoints.FOLDER, features.FOLDER, tuning.STORAGE):
+    for name in (results.RESULTS_FILE, results.CONFIG_FILE, checkpoints.FOLDER, features.FOLDER, tuning.STORAGE, transfer.FOLDER):
         refuse_link(out / name, "--out")
 
 

@@ -143,7 +143,10 @@ def tune(plan, prepared, train_trial, executor=local, callbacks=()) -> tuple:
     summary = {"budget": {"trials": config.tune_budget.trials, "epochs": config.tune_budget.epochs},
                "sampler": f"TPE after {startup} random trials", "pruner": "successive halving", "seed": config.seeds[0],
                "strategies": record}
-    return plan._replace(strategies=chosen), summary
+    # a transfer attack's surrogate is the tuned model where it is one of the run's, as every other cell sees it
+    tuned = {strategy.label: strategy for strategy in chosen}
+    surrogates = {attack: tuned.get(source.label, source) for attack, source in plan.surrogates.items()}
+    return plan._replace(strategies=chosen, surrogates=surrogates), summary
 
 
 def run_trial(number: int, *, plan, strategy, space, prepared, train_trial, study_name: str, url: str, startup: int,

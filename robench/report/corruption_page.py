@@ -63,8 +63,8 @@ def section(clean: pd.DataFrame, shifted: pd.DataFrame, labels, config: Mapping,
             parts.append(tested.replace("## Paired comparisons", "### Paired comparisons under the worst corruption", 1)
                          .replace("robust accuracy (all attacked images)", "accuracy under the worst corruption", 1))
         classes = (config.get("dataset") or {}).get("classes")
-        recall = classes and per_class.recall_table(frame, labels, classes, strategies, WORST, severities[-1])
-        if recall is not None and recall is not False and not recall.empty:
+        recall = per_class.recall_table(frame, labels, classes, strategies, WORST, severities[-1]) if classes else None
+        if recall is not None:
             parts += [f"### Per-class recall, clean → under the worst corruption at severity {severities[-1]:g}",
                       markdown_table(recall)]
     parts += ["### Calibration under corruption", markdown_table(_ece(shifted, strategies, severities)),

@@ -68,6 +68,7 @@ def render(
     """
     run_dir = run_dirs(runs)[0]
     frame, config = _read(runs)
+    every_row = frame  # the failed cells listed at the end include failed corruption cells
     frame, shifted = corruption_page.split(frame)  # severities in the eps column: kept out of every attack table
     labels = attacked_labels(config)
     protocol_name = config.get("protocol") or DEFAULT_PROTOCOL
@@ -115,7 +116,7 @@ def render(
         f"## Other protocol: {PROTOCOLS[other_name].title}",
         _markdown(board.robust_table(PROTOCOLS[other_name])),
         board.denominator(PROTOCOLS[other_name]),
-        _failed_section(frame),
+        _failed_section(every_row),
     ]
     page = inert("\n\n".join(sections) + "\n")  # robench's own markdown is put in after, untouched
     return visible(page.replace(PLOTS, _plots_section(plots)) if plots else page)

@@ -59,10 +59,14 @@ def check(tracker: str) -> None:
 def track(run_dir: Path, tracker: str = "mlflow") -> str:
     """Log the run in ``run_dir`` to MLflow, replacing what an earlier logging of it left; return
     the line that says where: the MLflow run, its experiment and the store."""
-    from robench.report.merge import board_frame
+    import pandas as pd
+
+    from robench.report.corruption_page import split
+    from robench.report.merge import board_frame, read_runs
 
     run_dir = run_folder(run_dir).resolve()  # a folder that is no run fails here, before MLflow loads
     frame, config = board_frame([run_dir])
+    frame = pd.concat([frame, split(read_runs([run_dir])[0])[1]], ignore_index=True)  # the corruption cells too
     if frame.empty:
         raise RobenchError(f"no results in {run_dir / RESULTS_FILE}: nothing to log; run `robench run --out {run_dir}` first")
     check(tracker)
