@@ -39,8 +39,7 @@ class Finished:
 def local(work: Work, cells: list[tuple], context: dict) -> Iterator[Finished]:
     """Run the cells one after another in this process. Rows stream out while ``work`` yields
     them, so a crash loses at most the row being computed."""
-    device = getattr(context.get("plan"), "device", None)
-    made_here = {"node": node_name()} | ({"device": str(device)} if device is not None else {})
+    made_here = _made_here(node_name(), context)
     for cell in cells:
         yield Finished(cell, (row | made_here for row in work(*cell, **context)))
 
@@ -116,9 +115,14 @@ def _run_cell(work: Work, cell: tuple, context: dict, threads: int = 1) -> list[
     torch.set_num_threads(threads)
     if "plan" in context:
         context = context | {"plan": on_this_node(context["plan"])}
-    device = getattr(context.get("plan"), "device", None)
-    made_here = {"node": node} | ({"device": str(device)} if device is not None else {})
+    made_here = _made_here(node, context)
     return [row | made_here if isinstance(row, dict) else row for row in work(*cell, **context)]
+
+
+def _made_here(node: str, context: dict) -> dict:
+    """The fields every row gets where it was computed: the node, and the device of the plan it ran with."""
+    device = getattr(context.get("plan"), "device", None)
+    return {"node": node} | ({"device": str(device)} if device is not None else {})
 
 
 def on_this_node(plan):

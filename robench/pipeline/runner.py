@@ -16,10 +16,11 @@ import numpy as np
 
 from robench.attack import CLEAN
 from robench.core import progress, results
+from robench.core.corruption_names import FAMILY as CORRUPTION
 from robench.core.metrics import eps_label, majority_accuracy
 from robench.core.names import refuse_link
 from robench.errors import RobenchError
-from robench.pipeline import checkpoints, corruptions, executors, features, resume, threads, transfer, tuning
+from robench.pipeline import checkpoints, executors, features, resume, threads, transfer, tuning
 from robench.pipeline.fingerprint import run_settings
 from robench.pipeline.limits import check_image_size
 from robench.pipeline.model_job import _count, lost_model_rows, model_rows, numerics, seed_everything, train_model, train_trial  # noqa: F401,E501
@@ -148,9 +149,9 @@ def _summary_line(label: str, seed: int, rows: list[dict]) -> str:
     if not ok:
         return f"{label} seed {seed}: FAILED ({rows[0]['error'] if rows else 'no rows'})"
     clean = ok[0]
-    shifted = [r for r in ok if r.get("attack_family") == corruptions.FAMILY]
+    shifted = [r for r in ok if r.get("attack_family") == CORRUPTION]
     attacked = ", ".join(f"{r['attack']}@{eps_label(r['eps'])} {100 * r['robust_acc']:.1f}%" for r in ok
-                         if r["attack"] != CLEAN and r not in shifted)
+                         if r["attack"] != CLEAN and r.get("attack_family") != CORRUPTION)
     worst = min(shifted, key=lambda r: r["robust_acc"]) if shifted else None
     failed = len(rows) - len(ok)
     return (f"{label} seed {seed}: clean acc {100 * clean['clean_acc']:.1f}%, balanced {100 * clean['clean_bacc']:.1f}%"

@@ -76,9 +76,7 @@ class Board:
         stat = self.stats.get((strategy, attack, eps, metric))
         if not by_seed or stat is None or len({len(v) for v in by_seed.values()}) != 1:
             return self.cell(strategy, metric, attack, eps)
-        low, high = uncertainty.interval(by_seed)
-        return (f"{100 * stat.mean:.2f} [{100 * low:.1f}, {100 * high:.1f}]"
-                + (f" (n={stat.n})" if stat.n < self.expected_n else ""))
+        return uncertainty.with_interval(stat.mean, by_seed) + (f" (n={stat.n})" if stat.n < self.expected_n else "")
 
     def main_table(self, protocol: Protocol) -> pd.DataFrame:
         table = self.robust_table(protocol)

@@ -77,8 +77,7 @@ def _cell(frame: pd.DataFrame, labels, strategy: str, attack: str, severity: flo
     by_seed = uncertainty.survival_by_seed(frame, labels, strategy, attack, severity)
     if not by_seed or len({len(v) for v in by_seed.values()}) != 1:
         return "–"
-    low, high = uncertainty.interval(by_seed)
-    return f"{100 * np.mean([v.mean() for v in by_seed.values()]):.2f} [{100 * low:.1f}, {100 * high:.1f}]"
+    return uncertainty.with_interval(np.mean([v.mean() for v in by_seed.values()]), by_seed)
 
 
 def _ece(shifted: pd.DataFrame, strategies: Sequence[str], severities) -> pd.DataFrame:

@@ -80,6 +80,12 @@ def interval(by_seed: dict[int, np.ndarray]) -> tuple[float, float]:
     return float(min(low, exact.low)), float(max(high, exact.high))
 
 
+def with_interval(mean: float, by_seed: dict[int, np.ndarray]) -> str:
+    """A table cell: ``mean [low, high]`` in %, the 95% interval of :func:`interval`."""
+    low, high = interval(by_seed)
+    return f"{100 * mean:.2f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 @dataclass(frozen=True)
 class Comparison:
     strategy: str
