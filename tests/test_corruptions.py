@@ -65,6 +65,17 @@ def test_a_runs_corruption_rows_answer_the_corrupted_images(tmp_path):
     assert "gaussian_noise" not in main and "defocus_blur" not in main  # a severity is not an eps: not in the attack grid
 
 
+def test_a_corruption_that_fails_on_small_images_says_what_to_do_and_the_other_cells_stay(tmp_path):
+    results = robench.run(attacks="fgsm", corruptions="characters,gaussian_noise", severities="5", out=tmp_path / "run",
+                          **LIGHT)  # 32 px: MedMNIST-C's characters places words meant for 224 px
+    rows = results.rows.set_index("attack")
+    assert rows.loc["characters", "status"] == "failed" and rows.loc["gaussian_noise", "status"] == "ok"
+    error = rows.loc["characters", "error"]
+    assert error.startswith("ValueError: MedMNIST-C's characters failed at severity 5 on 32x32 images (")
+    assert "use a larger --image-size or drop characters" in error and "\n" not in error
+    assert "| characters | 5.0" in results.leaderboard.read_text().split("## Failed cells", 1)[1].replace("  ", " ")
+
+
 @pytest.mark.slow
 def test_the_issue_command_writes_transfer_and_corruption_rows(tmp_path):
     done = subprocess.run([sys.executable, "-m", "robench", "run", "--dataset", "synthetic", "--strategies", "full,linear_probe",

@@ -31,7 +31,7 @@ from PIL import Image
 from robench.attack import exact_arithmetic
 from robench.core.corruption_names import ALL, FAMILY, NAMES, SEVERITIES, expand, refuse  # noqa: F401  (this module's API too)
 from robench.core.metrics import robust_metrics
-from robench.errors import RobenchError
+from robench.errors import RobenchError, one_line
 from robench.pipeline.calibration import calibration
 from robench.pipeline.evaluate import logits_of
 
@@ -90,9 +90,17 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, ids: list[str], 
     n_correct = int((clean_preds == labels).sum())
     for name, severity in cells:
         try:
-            with exact_arithmetic():  # answered as the clean images are: no subnormal flush, no autocast
-                logits = logits_of(model, corrupt(images, ids, name, severity, seed), batch_size, device)
+            corrupted = corrupt(images, ids, name, severity, seed)
         except Exception as exc:  # noqa: BLE001  (a failed cell is recorded, the run goes on)
+            size = "x".join(map(str, images.shape[-2:]))
+            yield name, severity, ValueError(
+                f"MedMNIST-C's {name} failed at severity {severity} on {size} images ({one_line(exc)}): some of its "
+                f"corruptions need larger images (it was made for 224 px); use a larger --image-size or drop {name}")
+            continue
+        try:
+            with exact_arithmetic():  # answered as the clean images are: no subnormal flush, no autocast
+                logits = logits_of(model, corrupted, batch_size, device)
+        except Exception as exc:  # noqa: BLE001
             yield name, severity, exc
             continue
         preds = logits.argmax(1)
