@@ -145,3 +145,16 @@ def test_a_wrong_source_is_one_line_before_training(tmp_path, source, message):
         robench.run(strategies="full,linear_probe", attacks=f"transfer:source={source}", out=tmp_path / "run", **FAST)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
+
+
+def test_the_examples_are_torchattacks_pgd_on_the_surrogate(trained):
+    """Written outside robench: torchattacks' PGD on the surrogate, from the same random draws, makes the
+    same examples bit for bit (how a target answers them is the test of transfer_sweep above)."""
+    import torchattacks
+
+    model, x, y = trained
+    torch.manual_seed(3)
+    ours = dict(Transfer(steps=5).craft(model, x, y, [0.03]))[0.03]
+    torch.manual_seed(3)
+    theirs = torchattacks.PGD(model, eps=0.03, alpha=2.5 * 0.03 / 5, steps=5, random_start=True)(x, y)
+    assert torch.equal(ours, theirs)
